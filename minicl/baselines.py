@@ -1,0 +1,337 @@
+"""Classical in-context learners with the transformer's call shape.
+
+Every baseline is a callable `baseline(xs (B, N, D), ys (B, N), queries=None) -> (B, N)`: output i
+is the prediction at queries[:, i] (xs[:, i] by default) of a learner fitted on the pairs before
+i only, 0 when there are none. BASELINES maps a name to a factory taking the baseline's own
+parameters. The linear learners, k-NN, Lasso and the GD-trained net are batched over prompts and
+prefixes in torch; sklearn trees and XGBoost fit in parallel over prompts, one thread per fit.
+"""
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+BASELINES: dict[str, type] = {}
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        BASELINES[name] = cls
+        return cls
+
+    return add
+
+
+def build_baseline(name: str, **params):
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known baselines: {sorted(BASELINES)}")
+    return BASELINES[name](**params)
+
+
+def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None) -> torch.Tensor:
+    """Validate shapes and dtypes; returns the queries (xs when none are given)."""
+    if xs.dim() != 3:
+        raise ValueError(f"xs must have shape (B, N, D), got {tuple(xs.shape)}")
+    if ys.shape != xs.shape[:2]:
+        raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs, got {tuple(ys.shape)}")
+    if queries is not None and queries.shape != xs.shape:
+        raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
+    if not (xs.is_floating_point() and ys.is_floating_point()):
+        raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+    return xs if queries is None else queries
+
+
+def prefix_moments(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every prefix i (pairs < i): G_i = sum x x^T (B, N, D, D) and c_i = sum y x (B, N, D), in float64."""
+    xs, ys = xs.double(), ys.double()
+    outer = xs.unsqueeze(-1) * xs.unsqueeze(-2)  # (B, N, D, D)
+    yx = ys.unsqueeze(-1) * xs
+    return torch.cumsum(outer, dim=1) - outer, torch.cumsum(yx, dim=1) - yx  # exclusive prefix sums
+
+
+def linear_predictions(w: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """queries_i . w_i for per-prefix weights w (B, N, D)."""
+    return (w * queries.double()).sum(-1).to(queries.dtype)
+
+
+@register("least_squares")
+@dataclass
+class LeastSquares:
+    """Minimum-norm least squares: w_i = pinv(X_i) y_i = pinv(X_i^T X_i) X_i^T y_i."""
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        gram, cross = prefix_moments(xs, ys)
+        w = (torch.linalg.pinv(gram, hermitian=True, rtol=1e-10) @ cross.unsqueeze(-1)).squeeze(-1)
+        return linear_predictions(w, queries)
+
+
+@register("ridge")
+@dataclass
+class Ridge:
+    """argmin ||y - Xw||^2 + lam ||w||^2; with lam = noise_std^2 (w ~ N(0, I)) the Bayes-optimal
+    estimator for noisy_linear. Give lam, or noise_std to derive it."""
+
+    lam: float | None = None
+    noise_std: float | None = None
+
+    def __post_init__(self):
+        if (self.lam is None) == (self.noise_std is None):
+            raise ValueError(f"ridge needs exactly one of lam or noise_std, got lam={self.lam} noise_std={self.noise_std}")
+        if self.lam is None:
+            self.lam = self.noise_std**2
+        if self.lam <= 0:
+            raise ValueError(f"ridge lam must be positive, got {self.lam}")
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        gram, cross = prefix_moments(xs, ys)
+        eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
+        w = torch.linalg.solve(gram + self.lam * eye, cross)
+        return linear_predictions(w, queries)
+
+
+@register("averaging")
+@dataclass
+class Averaging:
+    """w_i = mean_{j < i} y_j x_j."""
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        _, cross = prefix_moments(xs, ys)
+        count = torch.arange(xs.shape[1], device=xs.device).clamp(min=1).view(1, -1, 1)
+        return linear_predictions(cross / count, queries)
+
+
+@register("knn")
+@dataclass
+class KNN:
+    """Mean y of the k nearest earlier x (all of them while fewer than k), uniform weights."""
+
+    k: int = 3
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ValueError(f"knn k must be >= 1, got {self.k}")
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        N = xs.shape[1]
+        dist = torch.cdist(queries.double(), xs.double())  # (B, N queries, N points)
+        later = torch.ones(N, N, dtype=torch.bool, device=xs.device).triu()  # point j >= query i
+        dist = dist.masked_fill(later, math.inf)
+        near, idx = dist.topk(min(self.k, N), dim=-1, largest=False)  # (B, N, k)
+        valid = torch.isfinite(near)
+        picked = ys.double().unsqueeze(1).expand(-1, N, -1).gather(2, idx) * valid
+        return (picked.sum(-1) / valid.sum(-1).clamp(min=1)).to(xs.dtype)
+
+
+def lasso_path(gram: torch.Tensor, cross: torch.Tensor, alpha: float, max_events: int | None = None) -> torch.Tensor:
+    """Exact solutions of min 1/2 w^T G w - c^T w + alpha ||w||_1 for a batch of problems ((M, D, D),
+    (M, D)) by the LARS-Lasso homotopy, all problems stepping together: start at w = 0 with
+    lam = max |c|, follow the piecewise-linear path of solutions as lam falls, adding a coordinate
+    when its correlation reaches lam and dropping one when its weight crosses zero, until lam = alpha.
+    The inverse of G on the active set is updated by rank-one steps, so no event solves a system.
+    With G = X^T X / n and c = X^T y / n this is sklearn's Lasso objective."""
+    M, D = cross.shape
+    out = torch.zeros_like(cross)
+    lam, first = cross.abs().max(-1)
+    todo = (lam > alpha).nonzero().squeeze(1)  # the other problems' solution is w = 0
+    G, c, lam, first = gram[todo], cross[todo], lam[todo], first[todo]
+    rows = torch.arange(len(todo), device=c.device)
+    w = torch.zeros_like(c)
+    active = torch.zeros_like(c, dtype=torch.bool)
+    active[rows, first] = True
+    H = torch.zeros_like(G)  # inverse of G restricted to the active set, zero elsewhere
+    H[rows, first, first] = 1 / G[rows, first, first]
+    tiny = 1e-10 * lam.unsqueeze(-1)  # steps this small are rounding (a just-dropped coordinate), not events
+    rho = c.clone()  # correlations c - G w; |rho| = lam on the active set
+    done = torch.zeros_like(lam, dtype=torch.bool)
+    for _ in range(max_events or 8 * D + 16):
+        if not len(todo):
+            return out
+        d = torch.einsum("mij,mj->mi", H, torch.where(active, torch.sign(rho), 0.0))  # path direction
+        a = torch.einsum("mij,mj->mi", G, d)  # how fast each correlation moves along the path
+        lam_ = lam.unsqueeze(-1)
+        join = torch.stack(((lam_ - rho) / (1 - a), (lam_ + rho) / (1 + a))).nan_to_num(nan=math.inf)
+        join = torch.where((join > tiny) & ~active, join, math.inf).amin(0)
+        drop = torch.where(active & (-w / d > 0), -w / d, math.inf)
+        step_join, j = join.min(-1)
+        step_drop, k = drop.min(-1)
+        ends = ~done & (lam - alpha <= torch.minimum(step_join, step_drop))
+        gamma = torch.where(ends, lam - alpha, torch.minimum(step_join, step_drop))
+        gamma = torch.where(done, 0.0, gamma)
+        w = w + gamma.unsqueeze(-1) * d
+        rho = rho - gamma.unsqueeze(-1) * a
+        lam = lam - gamma
+        joins = ~done & ~ends & (step_join <= step_drop)
+        drops = ~done & ~ends & (step_drop < step_join)
+        # add coordinate j where it joins (bordered inverse): H += u u^T / schur with u = (H g_A, -1 at j)
+        g = G[rows, :, j] * active
+        u = torch.einsum("mij,mj->mi", H, g)
+        schur = G[rows, j, j] - (g * u).sum(-1)
+        u[rows, j] = -1.0
+        H += u.unsqueeze(-1) * (u * torch.where(joins, 1 / schur, 0.0).unsqueeze(-1)).unsqueeze(-2)
+        active[rows, j] |= joins
+        # remove coordinate k where it drops: H -= h h^T / h_kk zeroes row and column k
+        h = H[rows, :, k]
+        H -= h.unsqueeze(-1) * (h * torch.where(drops, 1 / H[rows, k, k], 0.0).unsqueeze(-1)).unsqueeze(-2)
+        H[rows, k, :] = torch.where(drops.unsqueeze(-1), 0.0, H[rows, k, :])
+        H[rows, :, k] = torch.where(drops.unsqueeze(-1), 0.0, H[rows, :, k])
+        active[rows, k] &= ~drops
+        w[rows, k] = torch.where(drops, 0.0, w[rows, k])
+        out[todo[ends]] = w[ends]
+        done |= ends
+        if done.sum() > len(todo) // 4:  # compact the working set, refresh rho exactly
+            keep = ~done
+            todo, G, c, lam, w, active, H, tiny, done = (t[keep] for t in (todo, G, c, lam, w, active, H, tiny, done))
+            rows = torch.arange(len(todo), device=c.device)
+            rho = c - (G @ w.unsqueeze(-1)).squeeze(-1)
+    raise RuntimeError(f"lasso path did not reach alpha={alpha} for {len(todo)} problems")
+
+
+@register("lasso")
+@dataclass
+class Lasso:
+    """sklearn's Lasso objective (1/2n) ||y - Xw||^2 + alpha ||w||_1, no intercept, on every prefix,
+    solved exactly (LARS-Lasso homotopy) for all prompts and prefixes at once."""
+
+    alpha: float = 0.1
+
+    def __post_init__(self):
+        if self.alpha <= 0:
+            raise ValueError(f"lasso alpha must be positive, got {self.alpha}")
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        B, N, D = xs.shape
+        gram, cross = prefix_moments(xs, ys)
+        n = torch.arange(N, device=xs.device, dtype=gram.dtype).clamp(min=1)
+        gram, cross = gram / n.view(1, N, 1, 1), cross / n.view(1, N, 1)
+        w = lasso_path(gram.reshape(-1, D, D), cross.reshape(-1, D), self.alpha)
+        return linear_predictions(w.view(B, N, D), queries)
+
+
+def init_2nn(n_nets: int, n_dims: int, hidden: int, gen: torch.Generator, dtype=torch.float32) -> dict[str, torch.Tensor]:
+    """Weights of n_nets nets Linear(D, H) -> ReLU -> Linear(H, 1), drawn as nn.Linear draws them."""
+
+    def uniform(*shape, fan_in):
+        bound = 1 / math.sqrt(fan_in)
+        return (torch.rand(*shape, generator=gen, device=gen.device, dtype=dtype) * 2 - 1) * bound
+
+    return {
+        "w1": uniform(n_nets, n_dims, hidden, fan_in=n_dims), "b1": uniform(n_nets, hidden, fan_in=n_dims),
+        "w2": uniform(n_nets, hidden, fan_in=hidden), "b2": uniform(n_nets, fan_in=hidden),
+    }
+
+
+def forward_2nn(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """x (M, P, D) through M nets -> (M, P)."""
+    hidden = torch.relu(x @ p["w1"] + p["b1"].unsqueeze(1))  # (M, P, H)
+    return (hidden @ p["w2"].unsqueeze(-1)).squeeze(-1) + p["b2"].unsqueeze(-1)
+
+
+@register("gd_2nn")
+@dataclass
+class GD2NN:
+    """A 2-layer ReLU net fitted on each prefix by full-batch Adam: one net per (prompt, prefix),
+    all trained at once as batched tensors."""
+
+    hidden: int = 100
+    lr: float = 5e-3
+    steps: int = 100
+    seed: int = 0
+    chunk: int = 8  # prompts per batch of nets (memory: chunk * N^2 * hidden floats)
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        B, N, D = xs.shape
+        gen = torch.Generator(device=xs.device).manual_seed(self.seed)
+        params = init_2nn(B * N, D, self.hidden, gen, xs.dtype)
+        return torch.cat([
+            self.fit_predict({k: v[b * N : (b + self.chunk) * N] for k, v in params.items()},
+                             xs[b : b + self.chunk], ys[b : b + self.chunk], queries[b : b + self.chunk])
+            for b in range(0, B, self.chunk)
+        ])
+
+    @torch.enable_grad()
+    def fit_predict(self, params, xs, ys, queries):
+        B, N, D = xs.shape
+        params = {k: v.clone().requires_grad_() for k, v in params.items()}
+        opt = torch.optim.Adam(params.values(), lr=self.lr)
+        data = xs.repeat_interleave(N, dim=0)  # (B*N nets, N points, D): net (b, i) sees prompt b
+        targets = ys.repeat_interleave(N, dim=0)
+        mask = torch.ones(N, N, device=xs.device).tril(-1).repeat(B, 1)  # net i trains on points < i
+        count = mask.sum(-1).clamp(min=1)
+        for _ in range(self.steps):
+            loss = (((forward_2nn(params, data) - targets) ** 2 * mask).sum(-1) / count).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            preds = forward_2nn(params, queries.reshape(B * N, 1, D)).view(B, N)
+        preds[:, 0] = 0.0
+        return preds
+
+
+def _fit_trees(make, xs: np.ndarray, ys: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Fit make() on every prefix of every prompt in a chunk; (b, N) predictions."""
+    out = np.zeros(ys.shape)
+    for b in range(xs.shape[0]):
+        for i in range(1, xs.shape[1]):
+            out[b, i] = make().fit(xs[b, :i], ys[b, :i]).predict(queries[b, i : i + 1])[0]
+    return out
+
+
+def parallel_prefix_fits(make, xs, ys, queries, n_jobs: int | None) -> torch.Tensor:
+    """_fit_trees over chunks of prompts in worker processes, one thread per fit."""
+    from joblib import Parallel, delayed
+
+    n_jobs = n_jobs or os.cpu_count() or 1
+    arrays = [t.detach().cpu().double().numpy() for t in (xs, ys, queries)]
+    chunks = np.array_split(np.arange(xs.shape[0]), max(1, min(xs.shape[0], 8 * n_jobs)))
+    parts = Parallel(n_jobs=n_jobs)(delayed(_fit_trees)(make, *(a[c] for a in arrays)) for c in chunks if len(c))
+    return torch.from_numpy(np.concatenate(parts)).to(xs.device, xs.dtype)
+
+
+@register("decision_tree")
+@dataclass
+class DecisionTree:
+    """sklearn's greedy regression tree (max_depth None: grown until pure), seeded."""
+
+    max_depth: int | None = None
+    seed: int = 0
+    n_jobs: int | None = None
+
+    def make(self):
+        from sklearn.tree import DecisionTreeRegressor
+
+        return DecisionTreeRegressor(max_depth=self.max_depth, random_state=self.seed)
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        return parallel_prefix_fits(self.make, xs, ys, queries, self.n_jobs)
+
+
+@register("xgboost")
+@dataclass
+class XGBoost:
+    """XGBoost's regressor with its defaults, one thread per fit. tree_method='exact' is what
+    xgboost's default ('auto') chose for data this small before 2.0, so as the paper ran it."""
+
+    tree_method: str = "exact"
+    seed: int = 0
+    n_jobs: int | None = None
+
+    def make(self):
+        from xgboost import XGBRegressor
+
+        return XGBRegressor(tree_method=self.tree_method, random_state=self.seed, n_jobs=1)
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        return parallel_prefix_fits(self.make, xs, ys, queries, self.n_jobs)

@@ -1,0 +1,145 @@
+"""Hydra schemas (structured configs) and the semantic checks that run before any work starts.
+
+The schemas catch misspelt keys and wrong types at composition; `check_config` catches values
+that are well-typed but inconsistent (sparsity above dims, more points than positions, ...).
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from minicl.model import ModelConfig
+from minicl.tasks import TASKS, build_task
+
+
+@dataclass
+class ScheduleSchema:
+    start: int = MISSING
+    end: int = MISSING
+    inc: int = 1
+    interval: int = 2000
+
+
+@dataclass
+class CurriculumSchema:
+    dims: ScheduleSchema = field(default_factory=lambda: ScheduleSchema(5, 20, 1, 2000))
+    points: ScheduleSchema = field(default_factory=lambda: ScheduleSchema(11, 41, 2, 2000))
+
+
+@dataclass
+class TaskSchema:
+    name: str = MISSING
+    n_dims: int = 20
+    sparsity: int = 3  # sparse_linear
+    noise_std: float = 1.0  # noisy_linear
+    hidden: int = 100  # relu_2nn
+    depth: int = 4  # decision_tree
+    w_scale: float = 1.0
+    num_tasks: Optional[int] = None  # finite pool of functions
+    num_training_examples: Optional[int] = None  # finite pool of prompts
+    curriculum: CurriculumSchema = field(default_factory=CurriculumSchema)
+
+
+@dataclass
+class ModelSchema:
+    name: str = MISSING
+    n_positions: int = 101
+    n_embd: int = 256
+    n_layer: int = 12
+    n_head: int = 8
+    dropout: float = 0.0
+    pos_emb: str = "learned"
+
+
+@dataclass
+class TrainerSchema:
+    steps: int = 500_000
+    batch_size: int = 64
+    lr: float = 1e-4
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: Optional[bool] = None  # None: on for CUDA, off on CPU
+    amp: Optional[bool] = None  # bf16 autocast; None: on for CUDA
+    curriculum: bool = True
+    checkpoint_every: int = 1000
+    snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
+    log_every: int = 100
+    grad_clip: Optional[float] = None
+    eval_prompts: int = 1280  # prompts for the end-of-run figure
+    evaluate_at_end: bool = False  # run the full evaluation suite after training
+    progress: bool = True
+
+
+@dataclass
+class TrainSchema:
+    task: TaskSchema = MISSING
+    model: ModelSchema = MISSING
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    baselines: dict[str, Any] = field(default_factory=dict)
+
+
+def register_schemas() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainSchema)
+    cs.store(group="task", name="task_schema", node=TaskSchema)
+    cs.store(group="model", name="model_schema", node=ModelSchema)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def model_config(cfg: DictConfig) -> ModelConfig:
+    """The model's own config from a composed run config (the model reads x of width task.n_dims)."""
+    m = cfg.model
+    return ModelConfig(
+        n_dims=cfg.task.n_dims, n_positions=m.n_positions, n_embd=m.n_embd,
+        n_layer=m.n_layer, n_head=m.n_head, dropout=m.dropout, pos_emb=m.pos_emb,
+    )
+
+
+def task_from_config(task_cfg: DictConfig):
+    params = OmegaConf.to_container(task_cfg, resolve=True)
+    params.pop("curriculum", None)
+    return build_task(params.pop("name"), **params)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ValueError naming the first inconsistent value; run before any work starts."""
+    t, tr = cfg.task, cfg.trainer
+    if t.name not in TASKS:
+        raise ValueError(f"unknown task.name={t.name!r}; known tasks: {sorted(TASKS)}")
+    if t.n_dims <= 0:
+        raise ValueError(f"task.n_dims must be positive, got {t.n_dims}")
+    mc = model_config(cfg)
+    task_from_config(t)
+    for axis in ("dims", "points"):
+        s = t.curriculum[axis]
+        if not 0 < s.start <= s.end or s.inc < 0 or s.interval <= 0:
+            raise ValueError(
+                f"task.curriculum.{axis} needs 0 < start <= end, inc >= 0 and interval > 0, got "
+                f"start={s.start} end={s.end} inc={s.inc} interval={s.interval}"
+            )
+    dims, points = t.curriculum.dims, t.curriculum.points
+    if dims.end > t.n_dims:
+        raise ValueError(f"task.curriculum.dims.end={dims.end} is above task.n_dims={t.n_dims}")
+    if t.name == "sparse_linear" and t.sparsity > (dims.start if tr.curriculum else dims.end):
+        raise ValueError(
+            f"task.sparsity={t.sparsity} is above the {dims.start if tr.curriculum else dims.end} "
+            "active dims the curriculum starts with"
+        )
+    if mc.pos_emb == "learned" and points.end > mc.n_positions:
+        raise ValueError(
+            f"task.curriculum.points.end={points.end} is above model.n_positions={mc.n_positions}"
+        )
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every", "eval_prompts", "snapshot_every"):
+        value, least = tr[name], 0 if name in ("steps", "snapshot_every") else 1
+        if value < least:
+            raise ValueError(f"trainer.{name} must be >= {least}, got {value}")
+    if tr.lr <= 0:
+        raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
+    if tr.grad_clip is not None and tr.grad_clip <= 0:
+        raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
+    if tr.device.split(":")[0] not in DEVICES:
+        raise ValueError(f"trainer.device={tr.device!r} is not one of {DEVICES} (or cuda:N)")

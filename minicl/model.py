@@ -1,0 +1,188 @@
+"""A GPT-2 style causal transformer that reads prompts of interleaved (x, y) tokens.
+
+Imports torch only, so research code can `import minicl.model` without Hydra or sklearn.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POS_EMBS = ("learned", "rope", "none")
+Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin tables
+
+
+@dataclass
+class ModelConfig:
+    n_dims: int  # width of x
+    n_positions: int = 101  # prompt points the model is built for (2 * n_positions tokens)
+    n_embd: int = 256
+    n_layer: int = 12
+    n_head: int = 8
+    dropout: float = 0.0
+    pos_emb: str = "learned"
+
+    def __post_init__(self):
+        for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"ModelConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.pos_emb not in POS_EMBS:
+            raise ValueError(f"ModelConfig.pos_emb must be one of {POS_EMBS}, got {self.pos_emb!r}")
+        if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(
+                f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}"
+            )
+
+
+def rope_tables(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables of rotary embeddings at `positions` (T,), each (T, head_size // 2)."""
+    inv_freq = 1.0 / 10000 ** (torch.arange(0, head_size, 2, device=positions.device).float() / head_size)
+    angles = positions.float()[:, None] * inv_freq  # (T, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: (B, H, T, hs); rotates the pairs (x[..., :hs/2], x[..., hs/2:])
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), rope, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    """predict(xs (B, N, D), ys (B, N)) -> (B, N): output i predicts ys[:, i] from pairs < i and xs[:, i]."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.n_dims, config.n_embd)
+        if config.pos_emb == "learned":
+            self.wpe = nn.Embedding(2 * config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.read_out = nn.Linear(config.n_embd, 1)
+        # GPT-2 initialisation for the backbone; read-in and read-out keep nn.Linear's default, as
+        # in the original (they sat outside its GPT2Model), which also starts in-context learning sooner.
+        self.h.apply(self._init_weights)
+        if config.pos_emb == "learned":
+            self._init_weights(self.wpe)
+        for name, p in self.h.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def check_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> None:
+        """Raise ValueError unless xs is (B, N, n_dims), ys (B, N) and queries like xs, all floating point."""
+        c = self.config
+        if xs.dim() != 3 or xs.shape[-1] != c.n_dims:
+            raise ValueError(f"xs must have shape (B, N, {c.n_dims}), got {tuple(xs.shape)}")
+        if ys.shape != xs.shape[:2]:
+            raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs, got {tuple(ys.shape)}")
+        if queries is not None and queries.shape != xs.shape:
+            raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
+        if not (xs.is_floating_point() and ys.is_floating_point()):
+            raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+        if c.pos_emb == "learned" and xs.shape[1] > c.n_positions:
+            raise ValueError(
+                f"prompt has {xs.shape[1]} points but the model has learned positions for only "
+                f"n_positions={c.n_positions}"
+            )
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N) predictions; with `queries` (B, N, D), output i is for queries[:, i] instead of xs[:, i],
+        still from the pairs before i: one pass gives what N passes with one swapped query would."""
+        if not torch.compiler.is_compiling():
+            self.check_prompt(xs, ys, queries)
+        B, N, _ = xs.shape
+        # y enters as the token (y, 0, ..., 0) through read_in: y * W[:, 0] + b
+        ex = self.read_in(xs)  # (B, N, C)
+        ey = ys.unsqueeze(-1).to(ex.dtype) * self.read_in.weight[:, 0].to(ex.dtype) + self.read_in.bias.to(ex.dtype)
+        h = torch.stack((ex, ey), dim=2).view(B, 2 * N, -1)  # x1, y1, x2, y2, ... (B, T, C)
+        positions = torch.arange(2 * N, device=xs.device)
+        mask = None
+        if queries is not None:
+            # query i sits at x_i's position, sees the tokens before x_i and itself, and nothing sees it
+            h = torch.cat((h, self.read_in(queries)), dim=1)  # (B, 3N, C)
+            positions = torch.cat((positions, positions[::2]))
+            mask = torch.ones(3 * N, 3 * N, dtype=torch.bool, device=xs.device).tril()
+            mask[2 * N :] = positions[None, :] < positions[2 * N :, None]
+            mask[2 * N :, 2 * N :] = torch.eye(N, dtype=torch.bool, device=xs.device)
+        rope = None
+        if self.config.pos_emb == "learned":
+            h = h + self.wpe(positions)
+        elif self.config.pos_emb == "rope":
+            rope = rope_tables(positions, self.config.n_embd // self.config.n_head)
+        h = self.drop(h)
+        for block in self.h:
+            h = block(h, rope, mask)
+        h = h[:, 2 * N :] if queries is not None else h[:, ::2]  # only x (or query) tokens predict
+        h = self.ln_f(h)  # per token, so slicing first is exact
+        with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
+            return self.read_out(h.float()).squeeze(-1)  # (B, N)
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        return self(xs, ys, queries)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

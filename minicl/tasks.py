@@ -1,0 +1,279 @@
+"""Function classes, input distributions, the curriculum and the batched prompt sampler.
+
+Everything is sampled in batches on the generator's device from explicit torch.Generators:
+one stream for inputs, one for functions and one for label noise, so one can change without
+moving the others.
+"""
+
+import math
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+Params = dict[str, torch.Tensor]  # per-prompt function parameters, batch first
+
+STREAMS = ("inputs", "functions", "noise")
+PURPOSES = {"train": 0, "eval": 1, "pool": 2}
+
+
+def make_generators(seed: int, device: torch.device | str = "cpu", purpose: str = "train") -> dict[str, torch.Generator]:
+    """One generator per stream; seeds come from a SeedSequence so no two streams or purposes collide."""
+    children = np.random.SeedSequence([seed, PURPOSES[purpose]]).spawn(len(STREAMS))
+    gens = {}
+    for name, child in zip(STREAMS, children):
+        g = torch.Generator(device=device)
+        g.manual_seed(int(child.generate_state(1, dtype=np.uint64)[0]))
+        gens[name] = g
+    return gens
+
+
+def sample_xs(
+    gen: torch.Generator,
+    batch: int,
+    n_points: int,
+    n_dims: int,
+    n_active: int | None = None,
+    transform: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """x = z @ transform + bias with z ~ N(0, I); coordinates from n_active on are zero. (B, N, D)"""
+    xs = torch.randn(batch, n_points, n_dims, generator=gen, device=gen.device)
+    if transform is not None:
+        xs = xs @ transform.to(xs)
+    if bias is not None:
+        xs = xs + bias.to(xs)
+    if n_active is not None and n_active < n_dims:
+        xs[..., n_active:] = 0
+    return xs
+
+
+# ---------------------------------------------------------------- function classes
+
+TASKS: dict[str, type] = {}
+
+
+def register(name: str):
+    def add(cls):
+        cls.name = name
+        TASKS[name] = cls
+        return cls
+
+    return add
+
+
+def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=gen, device=gen.device)
+
+
+@register("linear")
+@dataclass
+class Linear:
+    """f(x) = x . w, w ~ N(0, w_scale^2 I)."""
+
+    n_dims: int
+    w_scale: float = 1.0
+    classification = False
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        return {"w": _randn(gen, batch, self.n_dims) * self.w_scale}
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        return (xs @ params["w"].unsqueeze(-1)).squeeze(-1)
+
+    @property
+    def normaliser(self) -> float:
+        """Error of the trivial predictor 0 (the variance of f(x)), used to normalise squared error."""
+        return self.n_dims * self.w_scale**2
+
+
+@register("sparse_linear")
+@dataclass
+class SparseLinear(Linear):
+    """Linear with all but `sparsity` coordinates of w zeroed; the support is uniform over the active dims."""
+
+    sparsity: int = 3
+
+    def __post_init__(self):
+        if not 0 < self.sparsity <= self.n_dims:
+            raise ValueError(f"sparsity={self.sparsity} must be in 1..n_dims={self.n_dims}")
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        if self.sparsity > n_active:
+            raise ValueError(f"sparsity={self.sparsity} is larger than the {n_active} active dims")
+        w = _randn(gen, batch, self.n_dims) * self.w_scale
+        support = torch.rand(batch, n_active, generator=gen, device=gen.device).argsort(dim=1)[:, : self.sparsity]
+        mask = torch.zeros_like(w).scatter_(1, support, 1.0)
+        return {"w": w * mask}
+
+    @property
+    def normaliser(self) -> float:
+        return self.sparsity * self.w_scale**2
+
+
+@register("noisy_linear")
+@dataclass
+class NoisyLinear(Linear):
+    """f(x) = x . w + eps, eps ~ N(0, noise_std^2) from the noise stream."""
+
+    noise_std: float = 1.0
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        ys = super().apply(params, xs)
+        if noise_gen is None:
+            raise ValueError("noisy_linear needs the noise generator")
+        return ys + self.noise_std * torch.randn(ys.shape, generator=noise_gen, device=noise_gen.device)
+
+
+@register("quadratic")
+@dataclass
+class Quadratic(Linear):
+    """f(x) = (x * x) . w / sqrt(3)."""
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        return super().apply(params, xs * xs) / math.sqrt(3)
+
+
+@register("linear_classification")
+@dataclass
+class LinearClassification(Linear):
+    """f(x) = sign(x . w); trained with the logistic loss, measured by accuracy."""
+
+    classification = True
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        return torch.sign(super().apply(params, xs))
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0
+
+
+@register("relu_2nn")
+@dataclass
+class Relu2NN:
+    """f(x) = sqrt(2 / hidden) * relu(x W1) W2 with W1, W2 ~ N(0, 1)."""
+
+    n_dims: int
+    hidden: int = 100
+    classification = False
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        return {"w1": _randn(gen, batch, self.n_dims, self.hidden), "w2": _randn(gen, batch, self.hidden)}
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        hidden = torch.relu(xs @ params["w1"])  # (B, N, H)
+        return math.sqrt(2 / self.hidden) * (hidden @ params["w2"].unsqueeze(-1)).squeeze(-1)
+
+    @property
+    def normaliser(self) -> float:
+        return float(self.n_dims)
+
+
+@register("decision_tree")
+@dataclass
+class DecisionTree:
+    """Full binary tree of `depth`: inner node j tests coordinate coords[j] (uniform over the active
+    dims) and goes right when x[coord] > 0; nodes are numbered heap-style, leaves hold N(0, 1) values."""
+
+    n_dims: int
+    depth: int = 4
+    classification = False
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        n_inner = 2**self.depth - 1
+        coords = torch.randint(0, n_active, (batch, n_inner), generator=gen, device=gen.device)
+        return {"coords": coords, "leaves": _randn(gen, batch, n_inner + 1)}
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        node = torch.zeros(xs.shape[:2], dtype=torch.long, device=xs.device)  # (B, N), all prompts at once
+        for _ in range(self.depth):
+            coord = params["coords"].gather(1, node)  # (B, N)
+            goes_right = xs.gather(2, coord.unsqueeze(-1)).squeeze(-1) > 0
+            node = 2 * node + 1 + goes_right.long()
+        leaf = node - (2**self.depth - 1)
+        return params["leaves"].to(xs.dtype).gather(1, leaf)
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0
+
+
+def build_task(name: str, **params) -> Linear | Relu2NN | DecisionTree:
+    """The task `name`, given the parameters its class takes (others are ignored)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+    cls = TASKS[name]
+    accepted = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in accepted})
+
+
+# ---------------------------------------------------------------- curriculum
+
+
+def schedule_value(schedule, step: int) -> int:
+    """start + inc every `interval` steps, capped at end; `schedule` has start, end, inc, interval."""
+    return min(schedule.end, schedule.start + schedule.inc * (step // schedule.interval))
+
+
+def curriculum_at(curriculum, step: int, enabled: bool = True) -> tuple[int, int]:
+    """(active dims, prompt points) at `step`; a pure function of the step, so resume is exact."""
+    if not enabled:
+        return curriculum.dims.end, curriculum.points.end
+    return schedule_value(curriculum.dims, step), schedule_value(curriculum.points, step)
+
+
+# ---------------------------------------------------------------- sampler
+
+
+class PromptSampler:
+    """Draws batches of prompts (xs (B, N, D), ys (B, N)) of a task on the generators' device.
+
+    Always samples `n_points` points at the full width, with coordinates past the active dims
+    zeroed, so the shapes in the training step never change. `num_tasks` fixes a pool of
+    functions and `num_training_examples` a pool of prompts (inputs and functions), both drawn
+    once from `pool_seed`.
+    """
+
+    def __init__(
+        self,
+        task,
+        n_points: int,
+        gens: dict[str, torch.Generator],
+        num_tasks: int | None = None,
+        num_training_examples: int | None = None,
+        pool_seed: int = 0,
+    ):
+        self.task, self.n_points, self.gens = task, n_points, gens
+        self.function_pool = self.input_pool = None
+        self.pool_size = pool_size = num_training_examples or num_tasks
+        if pool_size is not None:
+            if pool_size <= 0:
+                raise ValueError(f"num_tasks / num_training_examples must be positive, got {pool_size}")
+            pool_gens = make_generators(pool_seed, gens["functions"].device, "pool")
+            self.function_pool = task.sample(pool_gens["functions"], pool_size, task.n_dims)
+            if num_training_examples is not None:
+                self.input_pool = sample_xs(pool_gens["inputs"], pool_size, n_points, task.n_dims)
+
+    def sample(self, batch: int, n_active: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n_dims = self.task.n_dims
+        n_active = n_dims if n_active is None else n_active
+        fgen = self.gens["functions"]
+        if self.function_pool is None:
+            params = self.task.sample(fgen, batch, n_active)
+        else:
+            index = torch.randint(0, self.pool_size, (batch,), generator=fgen, device=fgen.device)
+            params = {k: v[index] for k, v in self.function_pool.items()}
+        if self.input_pool is None:
+            xs = sample_xs(self.gens["inputs"], batch, self.n_points, n_dims, n_active)
+        else:
+            xs = self.input_pool[index]  # advanced indexing copies
+            xs[..., n_active:] = 0
+        return xs, self.task.apply(params, xs, self.gens["noise"])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: g.get_state() for name, g in self.gens.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, g in self.gens.items():
+            g.set_state(state[name].cpu())

@@ -1,0 +1,144 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Lasso as SkLasso
+from sklearn.linear_model import Ridge as SkRidge
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.tree import DecisionTreeRegressor
+from xgboost import XGBRegressor
+
+from minicl.baselines import BASELINES, GD2NN, build_baseline, forward_2nn, init_2nn, lasso_path
+
+
+def prompts(B=6, N=14, D=5, seed=0, sparse=False):
+    g = torch.Generator().manual_seed(seed)
+    xs, qs = torch.randn(B, N, D, generator=g), torch.randn(B, N, D, generator=g)
+    w = torch.randn(B, D, generator=g)
+    if sparse:
+        w[:, 2:] = 0
+    ys = (xs @ w.unsqueeze(-1)).squeeze(-1) + 0.1 * torch.randn(B, N, generator=g)
+    return xs, ys, qs
+
+
+def per_prefix(fit_predict, xs, ys, qs):
+    """The slow reference: one fit per prompt and prefix, prediction 0 with no pairs."""
+    X, Y, Q = (t.double().numpy() for t in (xs, ys, qs))
+    out = np.zeros(Y.shape)
+    for b in range(X.shape[0]):
+        for i in range(1, X.shape[1]):
+            out[b, i] = fit_predict(X[b, :i], Y[b, :i], Q[b, i : i + 1])
+    return torch.from_numpy(out).float()
+
+
+REFERENCES = {
+    "least_squares": ({}, lambda X, y, q: (q @ np.linalg.lstsq(X, y, rcond=None)[0])[0]),
+    "ridge": ({"lam": 0.5}, lambda X, y, q: SkRidge(alpha=0.5, fit_intercept=False).fit(X, y).predict(q)[0]),
+    "knn": ({}, lambda X, y, q: KNeighborsRegressor(n_neighbors=min(3, len(X))).fit(X, y).predict(q)[0]),
+    "averaging": ({}, lambda X, y, q: (q @ (X * y[:, None]).mean(0))[0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("use_queries", [False, True])
+def test_closed_form_baselines_match_reference(name, use_queries):
+    params, ref = REFERENCES[name]
+    xs, ys, qs = prompts()
+    qs = qs if use_queries else None
+    got = build_baseline(name, **params)(xs, ys, qs)
+    torch.testing.assert_close(got, per_prefix(ref, xs, ys, xs if qs is None else qs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.1, 0.01, 0.001, 0.0001])
+def test_lasso_matches_sklearn(alpha):
+    xs, ys, qs = prompts(B=4, N=12, D=6, sparse=True)
+
+    def ref(X, y, q):
+        return SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=1_000_000).fit(X, y).predict(q)[0]
+
+    torch.testing.assert_close(build_baseline("lasso", alpha=alpha)(xs, ys, qs), per_prefix(ref, xs, ys, qs), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lasso_objective_never_above_sklearns(seed):
+    """Where sklearn's coordinate descent stops short (it warns), the exact path must do at least as well."""
+    xs, ys, _ = prompts(B=10, N=16, D=10, seed=seed, sparse=True)
+    for alpha in [0.01, 0.001, 0.0001]:
+        for b in range(10):
+            for i in range(1, 16):
+                X, y = xs[b, :i].double(), ys[b, :i].double()
+                w = lasso_path((X.T @ X / i)[None], (X.T @ y / i)[None], alpha)[0]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sk = SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(X.numpy(), y.numpy())
+
+                def objective(v):
+                    return ((y - X @ v) ** 2).sum().item() / (2 * i) + alpha * v.abs().sum().item()
+
+                assert objective(w) <= objective(torch.from_numpy(sk.coef_)) + 1e-12
+
+
+def test_gd_2nn_matches_per_prompt_module():
+    xs, ys, qs = prompts(B=2, N=6, D=3)
+    xs, ys, qs = xs.double(), ys.double(), qs.double()
+    model = GD2NN(hidden=8, steps=30, chunk=1)
+    got = model(xs, ys, qs)
+    init = init_2nn(2 * 6, 3, 8, torch.Generator().manual_seed(0), torch.float64)
+    for b in range(2):
+        for i in range(1, 6):
+            net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).double()
+            m = b * 6 + i
+            with torch.no_grad():
+                net[0].weight.copy_(init["w1"][m].T), net[0].bias.copy_(init["b1"][m])
+                net[2].weight.copy_(init["w2"][m][None]), net[2].bias.copy_(init["b2"][m][None])
+            opt = torch.optim.Adam(net.parameters(), lr=5e-3)
+            for _ in range(30):
+                loss = ((net(xs[b, :i]).squeeze(-1) - ys[b, :i]) ** 2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            assert got[b, i].item() == pytest.approx(net(qs[b, i]).item(), abs=1e-8)
+    assert (got[:, 0] == 0).all()
+
+
+def test_batched_2nn_forward_matches_module():
+    p = init_2nn(3, 4, 5, torch.Generator().manual_seed(1))
+    x = torch.randn(3, 7, 4)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(p["w1"][1].T), net[0].bias.copy_(p["b1"][1])
+        net[2].weight.copy_(p["w2"][1][None]), net[2].bias.copy_(p["b2"][1][None])
+    torch.testing.assert_close(forward_2nn(p, x)[1], net(x[1]).squeeze(-1))
+
+
+@pytest.mark.parametrize("name, params, make", [
+    ("decision_tree", {"max_depth": 4}, lambda: DecisionTreeRegressor(max_depth=4, random_state=0)),
+    ("decision_tree", {}, lambda: DecisionTreeRegressor(random_state=0)),
+    ("xgboost", {}, lambda: XGBRegressor(tree_method="exact", random_state=0, n_jobs=1)),
+])
+def test_tree_baselines_match_per_prompt_fits(name, params, make):
+    xs, ys, qs = prompts(B=3, N=8, D=4)
+    got = build_baseline(name, n_jobs=2, **params)(xs, ys, qs)
+    torch.testing.assert_close(got, per_prefix(lambda X, y, q: make().fit(X, y).predict(q)[0], xs, ys, qs), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_every_baseline_rejects_bad_prompts(name):
+    baseline = build_baseline(name, **({"lam": 1.0} if name == "ridge" else {}))
+    with pytest.raises(ValueError, match=r"ys must have shape \(2, 5\)"):
+        baseline(torch.randn(2, 5, 3), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"xs must have shape \(B, N, D\), got \(5, 3\)"):
+        baseline(torch.randn(5, 3), torch.randn(5))
+    with pytest.raises(ValueError, match="floating point"):
+        baseline(torch.randn(2, 5, 3), torch.ones(2, 5, dtype=torch.long))
+
+
+def test_baseline_parameter_errors():
+    with pytest.raises(ValueError, match="unknown baseline 'svm'"):
+        build_baseline("svm")
+    with pytest.raises(ValueError, match="lasso alpha must be positive, got -1"):
+        build_baseline("lasso", alpha=-1)
+    with pytest.raises(ValueError, match="exactly one of lam or noise_std"):
+        build_baseline("ridge")
+    assert build_baseline("ridge", noise_std=0.5).lam == 0.25

@@ -1,0 +1,126 @@
+import math
+import sys
+import subprocess
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minicl.model import ModelConfig, Transformer
+
+
+def make(pos_emb="learned", **kw):
+    torch.manual_seed(0)
+    cfg = dict(n_dims=4, n_positions=12, n_embd=32, n_layer=2, n_head=4, pos_emb=pos_emb) | kw
+    return Transformer(ModelConfig(**cfg)).eval()
+
+
+@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
+def test_causal_later_pairs_never_change_earlier_predictions(pos_emb):
+    model = make(pos_emb)
+    xs, ys = torch.randn(3, 10, 4), torch.randn(3, 10)
+    before = model(xs, ys)
+    xs2, ys2 = xs.clone(), ys.clone()
+    xs2[:, 6:] += torch.randn(3, 4, 4)
+    ys2[:, 5:] += 1.0  # y_5 is not an input to prediction 5
+    after = model(xs2, ys2)
+    assert before.shape == (3, 10)
+    torch.testing.assert_close(after[:, :6], before[:, :6], rtol=0, atol=1e-6)
+    assert (after[:, 6:] - before[:, 6:]).abs().min() > 0
+
+
+def test_prefix_of_prompt_gives_the_same_predictions():
+    model = make()
+    xs, ys = torch.randn(2, 12, 4), torch.randn(2, 12)
+    torch.testing.assert_close(model(xs[:, :5], ys[:, :5]), model(xs, ys)[:, :5], rtol=1e-5, atol=1e-6)
+
+
+def gpt2_reference(model: Transformer, xs, ys):
+    """The GPT-2 block written out longhand: explicit mask, softmax, tanh-GELU formula."""
+    c = model.config
+    B, N, D = xs.shape
+    zs = torch.stack((xs, torch.cat((ys[..., None], torch.zeros(B, N, D - 1)), -1)), dim=2).view(B, 2 * N, D)
+    h = zs @ model.read_in.weight.T + model.read_in.bias + model.wpe.weight[: 2 * N]
+    T, hs = 2 * N, c.n_embd // c.n_head
+    mask = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    for blk in model.h:
+        a = F.layer_norm(h, (c.n_embd,), blk.ln_1.weight, blk.ln_1.bias, 1e-5)
+        q, k, v = (a @ blk.attn.c_attn.weight.T + blk.attn.c_attn.bias).split(c.n_embd, -1)
+        q, k, v = (t.view(B, T, c.n_head, hs).transpose(1, 2) for t in (q, k, v))
+        att = (q @ k.transpose(-1, -2) / math.sqrt(hs)).masked_fill(~mask, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, c.n_embd)
+        h = h + y @ blk.attn.c_proj.weight.T + blk.attn.c_proj.bias
+        m = F.layer_norm(h, (c.n_embd,), blk.ln_2.weight, blk.ln_2.bias, 1e-5)
+        u = m @ blk.mlp.c_fc.weight.T + blk.mlp.c_fc.bias
+        u = 0.5 * u * (1 + torch.tanh(math.sqrt(2 / math.pi) * (u + 0.044715 * u**3)))
+        h = h + u @ blk.mlp.c_proj.weight.T + blk.mlp.c_proj.bias
+    h = F.layer_norm(h, (c.n_embd,), model.ln_f.weight, model.ln_f.bias, 1e-5)
+    return (h @ model.read_out.weight.T + model.read_out.bias)[:, ::2, 0]
+
+
+def test_matches_longhand_gpt2_definition():
+    model = make()
+    for p in model.parameters():  # move LayerNorm and biases off their initial values
+        p.data += 0.05 * torch.randn_like(p)
+    xs, ys = torch.randn(2, 9, 4), torch.randn(2, 9)
+    torch.testing.assert_close(model(xs, ys), gpt2_reference(model, xs, ys), rtol=1e-5, atol=1e-5)
+
+
+def test_gpt2_initialisation():
+    model = make(n_embd=64, n_layer=4)
+    assert abs(model.h[0].mlp.c_fc.weight.std().item() - 0.02) < 0.002
+    assert abs(model.h[0].attn.c_proj.weight.std().item() - 0.02 / math.sqrt(8)) < 0.001
+    assert model.h[0].attn.c_attn.bias.abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_embd=30, n_head=4), "n_embd=30 is not divisible by n_head=4"),
+        (dict(n_layer=0), "n_layer must be a positive integer, got 0"),
+        (dict(n_dims=-2), "n_dims must be a positive integer, got -2"),
+        (dict(dropout=1.5), "dropout must be in"),
+        (dict(pos_emb="alibi"), "pos_emb must be one of"),
+        (dict(pos_emb="rope", n_embd=12, n_head=4), "even head size"),
+    ],
+)
+def test_bad_model_config(kwargs, match):
+    cfg = dict(n_dims=4, n_positions=8, n_embd=32, n_layer=2, n_head=4) | kwargs
+    with pytest.raises(ValueError, match=match):
+        ModelConfig(**cfg)
+
+
+def test_bad_prompts():
+    model = make()
+    with pytest.raises(ValueError, match="only n_positions=12"):
+        model(torch.randn(1, 13, 4), torch.randn(1, 13))
+    with pytest.raises(ValueError, match=r"xs must have shape \(B, N, 4\), got \(1, 5, 3\)"):
+        model(torch.randn(1, 5, 3), torch.randn(1, 5))
+    with pytest.raises(ValueError, match="ys must have shape"):
+        model(torch.randn(1, 5, 4), torch.randn(1, 6))
+    with pytest.raises(ValueError, match="floating point"):
+        model(torch.randn(1, 5, 4), torch.ones(1, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "none"])
+def test_rope_and_none_run_past_their_positions(pos_emb):
+    model = make(pos_emb)
+    assert model(torch.randn(2, 30, 4), torch.randn(2, 30)).shape == (2, 30)
+
+
+def test_import_pulls_in_torch_only():
+    code = "import sys, minicl.model, minicl; print(sorted(m for m in ('hydra', 'omegaconf', 'sklearn', 'xgboost', 'transformers', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
+def test_queries_in_one_pass_equal_one_pass_per_position(pos_emb):
+    model = make(pos_emb)
+    xs, ys, qs = torch.randn(2, 7, 4), torch.randn(2, 7), torch.randn(2, 7, 4)
+    out = model(xs, ys, queries=qs)
+    for i in range(7):
+        swapped = xs.clone()
+        swapped[:, i] = qs[:, i]
+        torch.testing.assert_close(out[:, i], model(swapped, ys)[:, i], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(xs, ys, queries=xs), model(xs, ys), rtol=1e-5, atol=1e-6)

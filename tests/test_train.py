@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minicl import load_model
+from minicl.checkpoint import CheckpointError
+from minicl.train import train
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_training_writes_a_loadable_checkpoint_and_log(tiny_cfg, tmp_path):
+    model = train(tiny_cfg(), tmp_path)
+    assert (tmp_path / "state.pt").exists() and (tmp_path / "state.prev.pt").exists()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4, 6]
+    assert set(records[0]) == {"step", "loss", "active_dims", "points", "steps_per_s"}
+    final = json.loads((tmp_path / "final_eval.json").read_text())
+    assert final["k"] == 10 and final["least_squares"] < 1e-6 and final["transformer"] > 0
+    loaded = load_model(tmp_path)
+    assert not loaded.training and next(loaded.parameters()).device.type == "cpu"
+    xs, ys = torch.randn(4, 11, 5), torch.randn(4, 11)
+    torch.testing.assert_close(loaded(xs, ys), model(xs, ys), rtol=0, atol=0)
+
+
+def test_resume_gives_the_same_weights_as_one_run(tiny_cfg, tmp_path):
+    whole = weights(train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "a"))
+    train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2", "trainer.steps=3"), tmp_path / "b")
+    resumed = weights(train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "b"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    log = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in log] == [2, 3, 4, 6]
+
+
+def test_resume_refuses_a_different_config(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.steps=2"), tmp_path)
+    with pytest.raises(ValueError, match=r"different config.*trainer.lr: 0.001 -> 0.002"):
+        train(tiny_cfg("trainer.lr=2e-3"), tmp_path)
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path):
+    train(tiny_cfg("trainer.steps=4"), tmp_path)
+    (tmp_path / "state.pt").write_bytes((tmp_path / "state.pt").read_bytes()[:100])
+    with pytest.warns(UserWarning, match="unreadable.*using state.prev.pt \\(step 2\\)"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: None, "no run directory or checkpoint"),
+    (lambda p: p.mkdir(), "holds no minicl checkpoint"),
+    (lambda p: p.write_bytes(b""), "is empty"),
+    (lambda p: p.write_text("hello"), "unreadable"),
+    (lambda p: torch.save({"weights": 1}, p), "not a minicl checkpoint: found \\['weights'\\]"),
+])
+def test_load_model_rejects_missing_empty_and_foreign_files(tmp_path, make, match):
+    path = tmp_path / "thing"
+    make(path)
+    with pytest.raises((CheckpointError, FileNotFoundError), match=match):
+        load_model(path)
+
+
+def test_non_finite_loss_stops_and_names_the_step(tiny_cfg, tmp_path):
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 0"):
+        train(tiny_cfg("task.w_scale=nan"), tmp_path)
+    assert not (tmp_path / "state.pt").exists()
+
+
+@pytest.mark.parametrize("task", ["linear", "sparse_linear", "linear_classification", "noisy_linear", "quadratic", "relu_2nn", "decision_tree"])
+def test_every_task_trains(compose_cfg, tmp_path, task):
+    cfg = compose_cfg(f"task={task}", "model=tiny", "trainer.steps=2", "trainer.eval_prompts=16", "trainer.progress=false")
+    train(cfg, tmp_path)
+    assert json.loads((tmp_path / "final_eval.json").read_text())["k"] == 40
+
+
+def test_command_line_entry_point(tmp_path):
+    cmd = [sys.executable, "-m", "minicl.train", "task=quadratic", "experiment=quick", "trainer.steps=3",
+           "trainer.eval_prompts=16", f"hydra.run.dir={tmp_path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "normalised squared error at k=10" in out.stdout
+    assert (tmp_path / "state.pt").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
