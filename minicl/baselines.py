@@ -45,12 +45,17 @@ def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | Non
     return xs if queries is None else queries
 
 
-def prefix_moments(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every prefix i (pairs < i): G_i = sum x x^T (B, N, D, D) and c_i = sum y x (B, N, D), in float64."""
-    xs, ys = xs.double(), ys.double()
-    outer = xs.unsqueeze(-1) * xs.unsqueeze(-2)  # (B, N, D, D)
-    yx = ys.unsqueeze(-1) * xs
-    return torch.cumsum(outer, dim=1) - outer, torch.cumsum(yx, dim=1) - yx  # exclusive prefix sums
+def prefix_gram(xs: torch.Tensor) -> torch.Tensor:
+    """G_i = sum_{j < i} x_j x_j^T for every prefix i: (B, N, D, D) in float64."""
+    xs = xs.double()
+    outer = xs.unsqueeze(-1) * xs.unsqueeze(-2)
+    return torch.cumsum(outer, dim=1) - outer  # exclusive prefix sums
+
+
+def prefix_cross(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """c_i = sum_{j < i} y_j x_j for every prefix i: (B, N, D) in float64."""
+    yx = ys.double().unsqueeze(-1) * xs.double()
+    return torch.cumsum(yx, dim=1) - yx
 
 
 def linear_predictions(w: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -65,8 +70,13 @@ class LeastSquares:
 
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
-        gram, cross = prefix_moments(xs, ys)
-        w = (torch.linalg.pinv(gram, hermitian=True, rtol=1e-10) @ cross.unsqueeze(-1)).squeeze(-1)
+        gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
+        # Cholesky where G is well conditioned (the usual case past D points), pinv for the rest
+        chol, info = torch.linalg.cholesky_ex(gram)
+        pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
+        good = (info == 0) & (pivots.amin(-1) > 1e-6 * pivots.amax(-1))
+        w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1], dtype=chol.dtype, device=chol.device))).squeeze(-1)
+        w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
         return linear_predictions(w, queries)
 
 
@@ -89,7 +99,7 @@ class Ridge:
 
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
-        gram, cross = prefix_moments(xs, ys)
+        gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
         w = torch.linalg.solve(gram + self.lam * eye, cross)
         return linear_predictions(w, queries)
@@ -102,7 +112,7 @@ class Averaging:
 
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
-        _, cross = prefix_moments(xs, ys)
+        cross = prefix_cross(xs, ys)
         count = torch.arange(xs.shape[1], device=xs.device).clamp(min=1).view(1, -1, 1)
         return linear_predictions(cross / count, queries)
 
@@ -209,7 +219,7 @@ class Lasso:
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
         B, N, D = xs.shape
-        gram, cross = prefix_moments(xs, ys)
+        gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         n = torch.arange(N, device=xs.device, dtype=gram.dtype).clamp(min=1)
         gram, cross = gram / n.view(1, N, 1, 1), cross / n.view(1, N, 1)
         w = lasso_path(gram.reshape(-1, D, D), cross.reshape(-1, D), self.alpha)

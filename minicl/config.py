@@ -77,12 +77,25 @@ class TrainSchema:
     task: TaskSchema = MISSING
     model: ModelSchema = MISSING
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
-    baselines: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvaluateSchema:
+    task: TaskSchema = MISSING
+    baselines: dict[str, Any] = field(default_factory=dict)  # {label: {name: registered baseline, **params}}
+    run: Optional[str] = None  # a run directory; its task replaces `task`
+    n_prompts: int = 1280
+    seed: int = 0
+    device: str = "auto"
+    settings: Optional[list[str]] = None  # null: the task's default settings
+    batch_size: int = 256
+    bootstrap: int = 1000
 
 
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
+    cs.store(name="evaluate_schema", node=EvaluateSchema)
     cs.store(group="task", name="task_schema", node=TaskSchema)
     cs.store(group="model", name="model_schema", node=ModelSchema)
 

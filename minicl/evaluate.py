@@ -1,23 +1,327 @@
-"""Evaluation: prompts for each setting, every predictor through the same call shape, metrics and plots."""
+"""Evaluation: `python -m minicl.evaluate run=RUN_DIR` (or `task=NAME` for the baselines alone).
+
+Every predictor, the transformer and each baseline, is called the same way,
+`predict(xs, ys, queries)`, on the same seeded prompts of each setting. Writes metrics.json
+(per setting, model and number of in-context examples k: mean, std and 5-95% bootstrap band of
+the normalised error) and plots/<setting>.png, and prints a compact table.
+"""
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from minicl.tasks import PromptSampler, make_generators
+from minicl.tasks import PromptSampler, build_task, make_generators, sample_xs
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
+SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
+SCALES = ["0.333", "0.5", "2", "3"]
+
+
+def default_settings(task_name: str) -> list[str]:
+    """The paper's settings for a task: every shift for the linear classes, standard for the others."""
+    if task_name in LINEAR_TASKS:
+        noisy = ["noisy_linear"] if task_name in ("linear", "sparse_linear", "noisy_linear") else []
+        scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
+        return ["standard", *SHIFTS, *scales, *noisy]
+    if task_name == "relu_2nn":
+        return ["standard", "linear"]
+    return ["standard"]
 
 
 @torch.no_grad()
-def predict_in_batches(predictor, xs: torch.Tensor, ys: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """predictor(xs, ys) over slices of the prompts, concatenated; (B, N) on the prompts' device."""
-    return torch.cat([predictor(xs[i : i + batch_size], ys[i : i + batch_size]) for i in range(0, len(xs), batch_size)])
+def predict_in_batches(predictor, xs, ys, queries=None, batch_size: int = 256) -> torch.Tensor:
+    """predictor(xs, ys, queries) over slices of the prompts, concatenated: (B, N)."""
+    parts = []
+    for i in range(0, len(xs), batch_size):
+        q = None if queries is None else queries[i : i + batch_size]
+        parts.append(predictor(xs[i : i + batch_size], ys[i : i + batch_size], q))
+    return torch.cat(parts)
 
 
-def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """(B, N): squared error over the task's normaliser, or 0/1 accuracy for classification."""
+def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
+    """(B, N): squared error over the normaliser (the task's by default), or 0/1 accuracy for classification."""
     if task.classification:
         return (torch.sign(preds) == ys).float()
-    return (preds.float() - ys.float()) ** 2 / task.normaliser
+    return (preds.float() - ys.float()) ** 2 / (normaliser or task.normaliser)
 
 
 def standard_prompts(task, n_prompts: int, n_points: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Fresh prompts at the full width from the evaluation streams of `seed` (disjoint from training)."""
     return PromptSampler(task, n_points, make_generators(seed, device, "eval")).sample(n_prompts)
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass
+class Prompts:
+    xs: torch.Tensor  # (B, N, D) in-context inputs
+    ys: torch.Tensor  # (B, N) their labels
+    queries: torch.Tensor | None  # (B, N, D) the query for each position, None: xs itself
+    targets: torch.Tensor  # (B, N) the label of each query
+    task: Any  # the function class the prompts were drawn from
+
+
+def random_rotation(d: int, gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, device=gen.device))
+    return q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal matrix
+
+
+def covariance_transform(eigenvalues: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """S = U diag(lam) U^T for a random rotation U, scaled so that E||z S||^2 = ||S||_F^2 = d."""
+    d = eigenvalues.numel()
+    u = random_rotation(d, gen)
+    s = u @ torch.diag(eigenvalues.to(u)) @ u.T
+    return s * math.sqrt(d) / torch.linalg.matrix_norm(s)
+
+
+def orthogonal_queries(xs: torch.Tensor) -> torch.Tensor:
+    """Query i: the part of x_i orthogonal to x_0..x_{i-1}, rescaled to the norm of x_i (needs N <= D)."""
+    q, r = torch.linalg.qr(xs.transpose(1, 2))  # columns of q: Gram-Schmidt of x_0, x_1, ...
+    direction = (q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)).transpose(1, 2)
+    return direction * xs.norm(dim=-1, keepdim=True)
+
+
+def check_setting(setting: str) -> None:
+    """Raise ValueError unless `setting` is one this module can build."""
+    fixed = {"standard", "noisy_linear", "linear", *SHIFTS}
+    for prefix in ("scale_x_", "scale_y_"):
+        if setting.startswith(prefix):
+            try:
+                if float(setting.removeprefix(prefix)) > 0:
+                    return
+            except ValueError:
+                pass
+            raise ValueError(f"evaluation setting {setting!r} needs a positive factor, e.g. {prefix}2")
+    if setting not in fixed:
+        raise ValueError(f"unknown evaluation setting {setting!r}; known: {sorted(fixed)}, scale_x_<factor>, scale_y_<factor>")
+
+
+def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int, device="cpu") -> Prompts:
+    """Prompts of one evaluation setting (see default_settings); seeded by `seed` and the setting."""
+    check_setting(setting)
+    gens = make_generators(seed, device, "eval")
+    d = task.n_dims
+    if setting == "noisy_linear":
+        task = build_task("noisy_linear", n_dims=d, noise_std=1.0)
+    elif setting == "linear":
+        task = build_task("linear", n_dims=d)
+    elif setting.startswith("scale_y_"):
+        task = replace(task, w_scale=task.w_scale * float(setting.removeprefix("scale_y_")))
+    elif setting == "orthogonal_train_test":
+        n_points = min(n_points, d)
+    params = task.sample(gens["functions"], n_prompts, d)
+    transform = None
+    if setting.startswith("scale_x_"):
+        transform = float(setting.removeprefix("scale_x_")) * torch.eye(d, device=device)
+    elif setting == "half_subspace":
+        transform = covariance_transform((torch.arange(d) < d // 2).float(), gens["inputs"])
+    elif setting == "skewed":
+        transform = covariance_transform(1.0 / torch.arange(1, d + 1), gens["inputs"])
+    xs = sample_xs(gens["inputs"], n_prompts, n_points, d, transform=transform)
+    queries = None
+    if setting == "random_quadrants":
+        orthant = torch.sign(torch.randn(n_prompts, 1, d, generator=gens["inputs"], device=device))
+        xs, queries = xs.abs() * orthant, sample_xs(gens["inputs"], n_prompts, n_points, d)
+    elif setting == "orthogonal_train_test":
+        queries = orthogonal_queries(xs)
+    elif setting == "overlapping_train_test":
+        earlier = (torch.rand(n_prompts, n_points, generator=gens["inputs"], device=device) * torch.arange(n_points, device=device)).long()
+        queries = xs.gather(1, earlier.unsqueeze(-1).expand(-1, -1, d))  # query i = x_j, j < i (x_0 at i = 0)
+    ys = task.apply(params, xs, gens["noise"])
+    targets = ys if queries is None else task.apply(params, queries, gens["noise"])
+    return Prompts(xs, ys, queries, targets, task)
+
+
+# ---------------------------------------------------------------- metrics, table, plots
+
+
+def summarise(errors: torch.Tensor, n_resamples: int, gen: torch.Generator) -> dict[str, list[float]]:
+    """Per-k mean, std and 5-95% bootstrap band of the mean over prompts, for errors (B, N)."""
+    B = errors.shape[0]
+    errors = errors.double()
+    idx = torch.randint(0, B, (n_resamples, B), generator=gen)
+    counts = torch.zeros(n_resamples, B, dtype=errors.dtype).scatter_add_(1, idx, torch.ones_like(idx, dtype=errors.dtype))
+    means = counts @ errors / B  # (R, N): the mean of each resample
+    lo, hi = torch.quantile(means, torch.tensor([0.05, 0.95], dtype=means.dtype), dim=0)
+    return {"mean": errors.mean(0).tolist(), "std": errors.std(0).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+
+
+def table_ks(n_dims: int, n_points: int) -> list[int]:
+    return sorted({min(k, n_points - 1) for k in (max(1, n_dims // 2), n_dims, 2 * n_dims)})
+
+
+def format_table(metrics: dict) -> str:
+    """Error at k = d/2, d, 2d for each setting and model."""
+    ks = table_ks(metrics["n_dims"], metrics["n_points"])
+    width = max(len(m) for s in metrics["settings"].values() for m in s["models"]) + 2
+    lines = []
+    for name, s in metrics["settings"].items():
+        lines.append(f"{name} ({s['metric']})".ljust(width) + "".join(f"k={k}".rjust(10) for k in ks if k < len(s["trivial"])))
+        for model, m in s["models"].items():
+            lines.append(f"  {model}".ljust(width) + "".join(f"{m['mean'][k]:10.4f}" for k in ks if k < len(m["mean"])))
+    return "\n".join(lines)
+
+
+def plot_setting(name: str, s: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for model, m in s["models"].items():
+        k = range(len(m["mean"]))
+        (line,) = ax.plot(k, m["mean"], label=model, lw=2 if model == "transformer" else 1.2)
+        ax.fill_between(k, m["lo"], m["hi"], color=line.get_color(), alpha=0.2)
+    ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance")
+    ax.set_xlabel("in-context examples")
+    ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")
+    if s["metric"] != "accuracy":
+        ax.set_ylim(0, 1.25 * max(s["trivial"]))
+    ax.set_title(name)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the suite
+
+
+def load_baselines(baselines: dict) -> dict[str, Any]:
+    """{display name: {name: registry name, **params}} -> {display name: callable}."""
+    from minicl.baselines import build_baseline
+
+    out = {}
+    for label, spec in baselines.items():
+        spec = dict(spec)
+        if "name" not in spec:
+            raise ValueError(f"baselines.{label} needs a 'name' (a registered baseline), got {spec}")
+        out[label] = build_baseline(spec.pop("name"), **spec)
+    return out
+
+
+def default_baselines(task_cfg: DictConfig | dict) -> dict:
+    """The baseline set conf/baseline/<task>.yaml lists, resolved against the task config."""
+    path = CONF / "baseline" / f"{task_cfg['name']}.yaml"
+    cfg = OmegaConf.create({"task": OmegaConf.create(task_cfg), "baselines": OmegaConf.load(path)})
+    return OmegaConf.to_container(cfg, resolve=True)["baselines"]
+
+
+def evaluate(
+    task_cfg: dict,
+    predictors: dict[str, Any],
+    out_dir: str | Path,
+    n_prompts: int = 1280,
+    n_points: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    settings: list[str] | None = None,
+    batch_size: int = 256,
+    bootstrap: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/."""
+    from tqdm import tqdm
+
+    from minicl.config import task_from_config
+
+    task = task_from_config(OmegaConf.create(task_cfg))
+    n_points = n_points or task_cfg["curriculum"]["points"]["end"]
+    settings = list(settings or default_settings(task.name))
+    for setting in settings:
+        check_setting(setting)
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    metrics = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points, "n_prompts": n_prompts, "seed": seed, "settings": {}}
+    gen = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
+    for setting in settings:
+        p = setting_prompts(setting, task, n_prompts, n_points, seed, device)
+        # predicting 0 does equally badly at every k: one number, repeated for the plot's dashed line
+        trivial = pointwise_metric(p.task, torch.zeros_like(p.targets), p.targets, task.normaliser).mean().expand(p.targets.shape[1])
+        entry = {
+            "metric": "accuracy" if task.classification else "squared_error",
+            "normaliser": task.normaliser, "trivial": [0.5] * p.targets.shape[1] if task.classification else trivial.tolist(),
+            "models": {},
+        }
+        for label, predictor in predictors.items():
+            bar.set_postfix_str(f"{setting}: {label}")
+            preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
+            errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu()
+            entry["models"][label] = summarise(errors, bootstrap, gen)
+            bar.update(1)
+        metrics["settings"][setting] = entry
+        plot_setting(setting, entry, out_dir / "plots" / f"{setting}.png")
+    bar.close()
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
+    tmp.replace(out_dir / "metrics.json")
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto", **kwargs) -> dict:
+    """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/."""
+    from minicl.checkpoint import latest_checkpoint, load_model
+    from minicl.train import resolve_device
+
+    run_dir = Path(run_dir)
+    state = latest_checkpoint(run_dir)
+    if state is None:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoint to evaluate")
+    task_cfg = state["config"]["task"]
+    device = resolve_device(device)
+    predictors = {"transformer": load_model(run_dir).to(device)}
+    predictors |= load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
+    kwargs.setdefault("seed", state["config"]["trainer"]["seed"])
+    metrics = evaluate(task_cfg, predictors, run_dir, device=device, **kwargs)
+    print(format_table(metrics))
+    return metrics
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from minicl.config import register_schemas
+
+    register_schemas()
+
+    @hydra.main(version_base=None, config_path=str(CONF), config_name="evaluate")
+    def run(cfg: DictConfig) -> None:
+        options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
+        baselines = OmegaConf.to_container(cfg.baselines, resolve=True)
+        if cfg.run is not None:
+            saved_task = latest_task_name(cfg.run)
+            evaluate_run(cfg.run, baselines if saved_task == cfg.task.name else None, device=cfg.device, **options)
+            return
+        from minicl.train import resolve_device
+
+        metrics = evaluate(
+            OmegaConf.to_container(cfg.task, resolve=True), load_baselines(baselines),
+            HydraConfig.get().runtime.output_dir, device=resolve_device(cfg.device), **options,
+        )
+        print(format_table(metrics))
+
+    run()
+
+
+def latest_task_name(run_dir: str | Path) -> str | None:
+    from minicl.checkpoint import latest_checkpoint
+
+    state = latest_checkpoint(Path(run_dir))
+    return None if state is None else state["config"]["task"]["name"]
+
+
+if __name__ == "__main__":
+    main()

@@ -27,6 +27,14 @@ def test_every_experiment_composes(compose_cfg, experiment, task):
     check_config(compose_cfg(f"task={task}", f"experiment={experiment}"))
 
 
+@pytest.mark.parametrize("task", options("task"))
+def test_every_task_composes_for_evaluation_with_its_baselines(compose_cfg, task):
+    from minicl.evaluate import load_baselines
+
+    cfg = compose_cfg(f"task={task}", config_name="evaluate")
+    assert "least_squares" in cfg.baselines and len(load_baselines(cfg.baselines)) >= 3
+
+
 def test_defaults_are_the_papers_run(compose_cfg):
     cfg = compose_cfg()
     tr, m = cfg.trainer, cfg.model

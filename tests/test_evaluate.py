@@ -1,0 +1,113 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minicl.evaluate import check_setting, default_baselines, default_settings, evaluate, evaluate_run, load_baselines, setting_prompts
+from minicl.tasks import build_task
+from minicl.train import train
+
+D, N = 8, 17
+
+
+def prompts(setting, n=400, task="linear"):
+    return setting_prompts(setting, build_task(task, n_dims=D), n, N, seed=0)
+
+
+def test_random_quadrants_share_one_orthant_and_queries_do_not():
+    p = prompts("random_quadrants")
+    signs = torch.sign(p.xs)
+    assert (signs == signs[:, :1]).all()
+    assert (torch.sign(p.queries) != signs[:, :1]).any(dim=-1).float().mean() > 0.9
+
+
+def test_orthogonal_queries_are_orthogonal_with_the_same_norm():
+    p = prompts("orthogonal_train_test")
+    assert p.xs.shape[1] == D  # no orthogonal query exists past d points
+    inner = torch.einsum("bid,bjd->bij", p.queries, p.xs)  # query i against x_j
+    earlier = torch.ones(D, D, dtype=torch.bool).tril(-1)
+    assert inner[:, earlier].abs().max() < 1e-4
+    torch.testing.assert_close(p.queries.norm(dim=-1), p.xs.norm(dim=-1))
+
+
+def test_overlapping_queries_repeat_an_earlier_point():
+    p = prompts("overlapping_train_test")
+    same = (p.queries.unsqueeze(2) == p.xs.unsqueeze(1)).all(-1)  # (B, query i, point j)
+    earlier = torch.ones(N, N, dtype=torch.bool).tril(-1)
+    assert (same & earlier)[:, 1:].any(-1).all()
+    torch.testing.assert_close(p.targets[:, 1:], p.ys.gather(1, same[:, 1:].float().argmax(-1)))
+
+
+@pytest.mark.parametrize("setting, spectrum", [
+    ("half_subspace", torch.cat((torch.full((D // 2,), 2.0), torch.zeros(D - D // 2)))),
+    ("skewed", (1 / torch.arange(1, D + 1)) ** 2 * D / ((1 / torch.arange(1, D + 1)) ** 2).sum()),
+])
+def test_covariance_spectrum(setting, spectrum):
+    xs = prompts(setting, n=4000).xs.reshape(-1, D)
+    eig = torch.linalg.eigvalsh(xs.T @ xs / len(xs)).flip(0)
+    torch.testing.assert_close(eig, spectrum, atol=0.03 * D, rtol=0.05)
+    assert xs.pow(2).sum(-1).mean().item() == pytest.approx(D, rel=0.03)
+
+
+def test_scales_and_noise():
+    base, sx, sy = prompts("standard"), prompts("scale_x_3"), prompts("scale_y_0.5")
+    torch.testing.assert_close(sx.xs, 3 * base.xs)
+    torch.testing.assert_close(sx.ys, 3 * base.ys)
+    torch.testing.assert_close(sy.ys, 0.5 * base.ys)
+    noisy = prompts("noisy_linear", n=2000)
+    base = prompts("standard", n=2000)
+    torch.testing.assert_close(noisy.xs, base.xs)  # same input and function streams, noise added
+    assert (noisy.ys - base.ys).std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_unknown_setting_is_refused():
+    with pytest.raises(ValueError, match="unknown evaluation setting 'sideways'"):
+        check_setting("sideways")
+    with pytest.raises(ValueError, match="needs a positive factor"):
+        check_setting("scale_x_big")
+    assert default_settings("decision_tree") == ["standard"] and "linear" in default_settings("relu_2nn")
+
+
+def task_cfg(name="linear"):
+    return {"name": name, "n_dims": D, "sparsity": 3, "noise_std": 1.0, "hidden": 100, "depth": 4, "w_scale": 1.0,
+            "num_tasks": None, "num_training_examples": None, "curriculum": {"points": {"end": N}}}
+
+
+def test_metrics_and_plots_are_written_and_reproducible(tmp_path):
+    baselines = load_baselines(default_baselines(task_cfg()))
+    a = evaluate(task_cfg(), baselines, tmp_path / "a", n_prompts=64, settings=["standard", "skewed"], progress=False)
+    b = evaluate(task_cfg(), baselines, tmp_path / "b", n_prompts=64, settings=["standard", "skewed"], progress=False)
+    c = evaluate(task_cfg(), baselines, tmp_path / "c", n_prompts=64, settings=["standard"], seed=1, progress=False)
+    assert a == b and a["settings"]["standard"] != c["settings"]["standard"]
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()) == a
+    assert (tmp_path / "a" / "plots" / "standard.png").stat().st_size > 1000
+    s = a["settings"]["standard"]
+    assert set(s["models"]) == {"least_squares", "knn_3", "averaging"} and s["normaliser"] == D
+    m = s["models"]["least_squares"]
+    assert all(lo <= mean <= hi for lo, mean, hi in zip(m["lo"], m["mean"], m["hi"]))
+    assert m["mean"][2 * D] < 1e-6 and s["trivial"][0] == pytest.approx(1.0, rel=0.3)
+
+
+def test_default_baselines_per_task():
+    assert set(default_baselines(task_cfg("sparse_linear"))) >= {"lasso_1", "lasso_1e-4"}
+    assert default_baselines(task_cfg("noisy_linear"))["ridge"] == {"name": "ridge", "noise_std": 1.0}
+    assert {"decision_tree_4", "xgboost"} <= set(default_baselines(task_cfg("decision_tree")))
+
+
+def test_evaluate_run_writes_next_to_the_run(tiny_cfg, tmp_path):
+    train(tiny_cfg(), tmp_path)
+    metrics = evaluate_run(tmp_path, n_prompts=32, settings=["standard", "random_quadrants"], progress=False, device="cpu")
+    assert "transformer" in metrics["settings"]["random_quadrants"]["models"]
+    assert (tmp_path / "metrics.json").exists() and (tmp_path / "plots" / "random_quadrants.png").exists()
+
+
+def test_command_line_baselines_only(tmp_path):
+    cmd = [sys.executable, "-m", "minicl.evaluate", "task=sparse_linear", "task.n_dims=6", "task.curriculum.dims.end=6",
+           "n_prompts=32", "settings=[standard]", "~baselines.knn_3", f"hydra.run.dir={tmp_path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    models = json.loads((tmp_path / "metrics.json").read_text())["settings"]["standard"]["models"]
+    assert "knn_3" not in models and "lasso_1e-2" in models
+    assert "lasso_1e-2" in out.stdout
