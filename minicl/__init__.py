@@ -1,10 +1,18 @@
 """minicl: what transformers learn in context, in pure PyTorch (Garg et al. 2022 and beyond).
 
 `import minicl` and `import minicl.model` need torch only; Hydra, sklearn and xgboost load
-with the modules that use them.
+with the modules that use them (minicl.ICLRegressor loads scikit-learn on first use).
 """
 
 from minicl.checkpoint import load_model
 from minicl.model import ModelConfig, Transformer
 
-__all__ = ["ModelConfig", "Transformer", "load_model"]
+__all__ = ["ICLClassifier", "ICLRegressor", "ModelConfig", "Transformer", "load_model"]
+
+
+def __getattr__(name: str):
+    if name in ("ICLRegressor", "ICLClassifier"):
+        from minicl import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'minicl' has no attribute {name!r}")

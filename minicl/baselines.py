@@ -71,10 +71,11 @@ class LeastSquares:
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
         gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
-        # Cholesky where G is well conditioned (the usual case past D points), pinv for the rest
+        # Cholesky where G is well conditioned (only possible from D points on), pinv for the rest
         chol, info = torch.linalg.cholesky_ex(gram)
         pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
-        good = (info == 0) & (pivots.amin(-1) > 1e-6 * pivots.amax(-1))
+        enough = torch.arange(xs.shape[1], device=xs.device) >= xs.shape[-1]
+        good = enough & (info == 0) & (pivots.amin(-1) > 1e-4 * pivots.amax(-1))
         w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1], dtype=chol.dtype, device=chol.device))).squeeze(-1)
         w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
         return linear_predictions(w, queries)

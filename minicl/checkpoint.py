@@ -20,10 +20,14 @@ def save_atomic(obj, path: Path) -> None:
     """Write to a temporary file, flush it to disk, then rename: `path` is never half-written."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -61,35 +65,52 @@ def read_checkpoint(path: Path) -> dict:
 
 
 def latest_checkpoint(run_dir: Path) -> dict | None:
-    """The newest readable checkpoint of a run (state.pt, else state.prev.pt), or None if it has none."""
+    """The newest readable checkpoint of a run, or None if it has none. A checkpoint cut short
+    (a crash, a full disk) is reported and the newest intact one is used instead."""
     run_dir = Path(run_dir)
-    candidates = [run_dir / STATE, run_dir / PREVIOUS, run_dir / (STATE + ".new")]
-    errors = []
-    for path in candidates:
-        if not path.exists():
-            continue
-        try:
-            state = read_checkpoint(path)
-        except CheckpointError as e:
-            errors.append(str(e))
-            continue
-        for e in errors:
-            warnings.warn(f"{e}; using {path.name} (step {state['step']}) instead", stacklevel=2)
-        return state
-    if errors:
-        raise CheckpointError("; ".join(errors))
-    return None
+    found, errors = [], []
+    for name in (STATE, STATE + ".new", PREVIOUS):  # .new: a kill between save_checkpoint's renames
+        path = run_dir / name
+        if path.exists():
+            try:
+                found.append((read_checkpoint(path), name))
+            except CheckpointError as e:
+                errors.append(str(e))
+    if not found:
+        if errors:
+            raise CheckpointError("no intact checkpoint: " + "; ".join(errors))
+        return None
+    state, name = max(found, key=lambda f: f[0]["step"])
+    for e in errors:
+        warnings.warn(f"{e}; using {name} (step {state['step']}) instead", stacklevel=2)
+    return state
 
 
-def load_model(path: str | os.PathLike) -> Transformer:
-    """The trained Transformer of a run directory (or a checkpoint file), in eval mode on CPU."""
+def read_run(path: str | os.PathLike) -> dict:
+    """The checkpoint (model, model_config, config, step) of a minicl run directory, of an original
+    run directory of the paper's code (config.yaml + state.pt or model_<step>.pt), or of a file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no run directory or checkpoint at {path}")
-    state = latest_checkpoint(path) if path.is_dir() else read_checkpoint(path)
+    if path.is_file():
+        return read_checkpoint(path)
+    if (path / "config.yaml").is_file():  # minicl keeps its config in .hydra/ and state.pt
+        from minicl.convert import read_original_run
+
+        return read_original_run(path)
+    state = latest_checkpoint(path)
     if state is None:
         found = sorted(p.name for p in path.iterdir())[:10]
-        raise CheckpointError(f"{path} holds no minicl checkpoint ({STATE}); found {found}")
+        raise CheckpointError(
+            f"{path} holds neither a minicl checkpoint ({STATE}) nor an original run (config.yaml); found {found}"
+        )
+    return state
+
+
+def load_model(path: str | os.PathLike) -> Transformer:
+    """The trained Transformer of a run directory (minicl's or the original code's) or of a
+    checkpoint file, in eval mode on CPU."""
+    state = read_run(path)
     model = Transformer(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()

@@ -67,6 +67,7 @@ class TrainerSchema:
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
     log_every: int = 100
     grad_clip: Optional[float] = None
+    on_nonfinite: str = "stop"  # stop: raise, keeping the last good checkpoint; skip: drop the update and count it
     eval_prompts: int = 1280  # prompts for the end-of-run figure
     evaluate_at_end: bool = False  # run the full evaluation suite after training
     progress: bool = True
@@ -154,5 +155,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
+    if tr.on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"trainer.on_nonfinite must be 'stop' or 'skip', got {tr.on_nonfinite!r}")
     if tr.device.split(":")[0] not in DEVICES:
         raise ValueError(f"trainer.device={tr.device!r} is not one of {DEVICES} (or cuda:N)")

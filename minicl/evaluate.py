@@ -269,13 +269,11 @@ def evaluate(
 
 def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto", **kwargs) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/."""
-    from minicl.checkpoint import latest_checkpoint, load_model
+    from minicl.checkpoint import load_model, read_run
     from minicl.train import resolve_device
 
     run_dir = Path(run_dir)
-    state = latest_checkpoint(run_dir)
-    if state is None:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoint to evaluate")
+    state = read_run(run_dir)
     task_cfg = state["config"]["task"]
     device = resolve_device(device)
     predictors = {"transformer": load_model(run_dir).to(device)}
@@ -316,11 +314,10 @@ def main() -> None:
     run()
 
 
-def latest_task_name(run_dir: str | Path) -> str | None:
-    from minicl.checkpoint import latest_checkpoint
+def latest_task_name(run_dir: str | Path) -> str:
+    from minicl.checkpoint import read_run
 
-    state = latest_checkpoint(Path(run_dir))
-    return None if state is None else state["config"]["task"]["name"]
+    return read_run(run_dir)["config"]["task"]["name"]
 
 
 if __name__ == "__main__":

@@ -65,15 +65,18 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C), or only the tokens `keep` (their queries) when it is given."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, hs)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if keep is not None:
+            q, mask = q[:, :, keep], mask[keep]
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).reshape(B, -1, C)
         return self.resid_dropout(self.c_proj(y))
 
 
@@ -98,8 +101,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), rope, mask)
+    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None) -> torch.Tensor:
+        h = self.attn(self.ln_1(x), rope, mask, keep)
+        x = (x if keep is None else x[:, keep]) + h
         return x + self.mlp(self.ln_2(x))
 
 
@@ -174,10 +178,13 @@ class Transformer(nn.Module):
         elif self.config.pos_emb == "rope":
             rope = rope_tables(positions, self.config.n_embd // self.config.n_head)
         h = self.drop(h)
-        for block in self.h:
+        for block in self.h[:-1]:
             h = block(h, rope, mask)
-        h = h[:, 2 * N :] if queries is not None else h[:, ::2]  # only x (or query) tokens predict
-        h = self.ln_f(h)  # per token, so slicing first is exact
+        # only x (or query) tokens predict, so the last block computes nothing else
+        if mask is None:
+            mask = torch.ones(2 * N, 2 * N, dtype=torch.bool, device=xs.device).tril()
+        h = self.h[-1](h, rope, mask, keep=slice(2 * N, None) if queries is not None else slice(0, None, 2))
+        h = self.ln_f(h)
         with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
             return self.read_out(h.float()).squeeze(-1)  # (B, N)
 

@@ -4,13 +4,18 @@
 Rerunning the same command in the same run directory resumes from its last checkpoint.
 """
 
+import errno
 import json
+import math
+import os
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import hydra
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -26,7 +31,10 @@ from minicl.tasks import PromptSampler, curriculum_at, make_generators
 register_schemas()
 
 # Settings that may change between a run and its resume without changing its results.
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "snapshot_every", "log_every", "eval_prompts", "evaluate_at_end", "progress"}
+RESUMABLE_CHANGES = {
+    "steps", "checkpoint_every", "snapshot_every", "log_every", "eval_prompts", "evaluate_at_end", "progress",
+    "on_nonfinite", "device",
+}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,8 +73,14 @@ def truncate_log(path: Path, last_step: int) -> None:
     """Drop log lines written after `last_step` (by a run that died before its next checkpoint)."""
     if not path.exists():
         return
-    lines = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in lines))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
+            continue
+    path.write_text("".join(line + "\n" for line in kept))
 
 
 def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device) -> dict:
@@ -82,14 +96,106 @@ def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device
     return report
 
 
+class TrainStep:
+    """One optimisation step on a batch, `step(xs, ys, n_points) -> loss` (a detached device tensor).
+
+    Compiled: the model always sees the full prompt and the loss is masked to the curriculum's
+    points (causal attention makes this exact), so shapes never change and nothing recompiles.
+    Eager: the prompt is sliced to the curriculum's points, which is cheaper. `skip_nonfinite`
+    drops an update whose gradient is not finite (a host sync per step) and counts it.
+    """
+
+    def __init__(self, model, opt, task, n_points_max: int, compile: bool, amp: bool,
+                 grad_clip: float | None = None, skip_nonfinite: bool = False, wrapper=None):
+        self.model, self.opt, self.task, self.amp, self.grad_clip = model, opt, task, amp, grad_clip
+        self.skip_nonfinite, self.skipped = skip_nonfinite, 0
+        self.device = next(model.parameters()).device
+        wrapped = wrapper(model) if wrapper is not None else model  # e.g. DistributedDataParallel
+        self.forward = torch.compile(wrapped) if compile else wrapped
+        self.static_shapes = compile
+        self.positions = torch.arange(n_points_max, device=self.device)
+
+    def __call__(self, xs: torch.Tensor, ys: torch.Tensor, n_points: int) -> torch.Tensor:
+        if not self.static_shapes:
+            xs, ys = xs[:, :n_points], ys[:, :n_points]
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            preds = self.forward(xs, ys)
+        losses = point_loss(self.task, preds, ys)
+        if self.static_shapes:
+            loss = (losses * (self.positions < n_points)).sum() / (losses.shape[0] * n_points)
+        else:
+            loss = losses.mean()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip is not None or self.skip_nonfinite:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip or math.inf)
+            if self.skip_nonfinite and not torch.isfinite(norm).item():  # gradients are all-reduced: ranks agree
+                self.skipped += 1
+                return torch.zeros_like(loss.detach())
+        self.opt.step()
+        return loss.detach()
+
+
+def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam, fused on CUDA and foreach elsewhere (one kernel or op per group, not per tensor)."""
+    fast = {"fused": True} if next(model.parameters()).is_cuda else {"foreach": True}
+    return torch.optim.Adam(model.parameters(), lr=lr, **fast)
+
+
+def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device): one process unless started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world == 1:
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), world, device
+
+
+def check_writable(run_dir: Path, needed_bytes: int) -> None:
+    """Fail at start, not at the first checkpoint, when the run directory cannot hold checkpoints."""
+    probe = run_dir / ".minicl_write_probe"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"cannot write to the run directory {run_dir}: {e.strerror}") from e
+    free = shutil.disk_usage(run_dir).free
+    if free < needed_bytes:
+        raise OSError(
+            errno.ENOSPC, f"{run_dir} has {free / 1e6:.1f} MB free; its checkpoints need about {needed_bytes / 1e6:.1f} MB"
+        )
+
+
+def report_final(model: Transformer, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> None:
+    report = final_report(model, task, cfg, device)
+    (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    metric = "accuracy" if task.classification else "normalised squared error"
+    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
+    print(f"{metric} at k={report['k']} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
-    """Train (or resume) the run described by `cfg` in `run_dir`; returns the trained model."""
+    """Train (or resume) the run described by `cfg` in `run_dir`; returns the trained model.
+
+    Under torchrun every rank draws the global batch from the same generators and keeps its
+    slice, so N processes see the prompts one process would; rank 0 alone writes."""
     check_config(cfg)
+    tr = cfg.trainer
+    rank, world, device = init_distributed(tr.device)
+    if tr.batch_size % world:
+        raise ValueError(f"trainer.batch_size={tr.batch_size} does not split over {world} processes")
+    if world > 1:  # every rank uses rank 0's run directory
+        shared = [str(run_dir)]
+        dist.broadcast_object_list(shared, src=0)
+        run_dir = shared[0]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tr = cfg.trainer
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    device = resolve_device(tr.device)
     use_compile = device.type == "cuda" if tr.compile is None else tr.compile
     use_amp = device.type == "cuda" if tr.amp is None else tr.amp
     if device.type == "cuda":
@@ -99,8 +205,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
     mc = model_config(cfg)
     torch.manual_seed(tr.seed)  # model initialisation and dropout
     model = Transformer(mc).to(device)
-    fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    opt = torch.optim.Adam(model.parameters(), lr=tr.lr, **fused)
+    if rank == 0:
+        check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
+    opt = make_optimizer(model, tr.lr)
     n_points_max = cfg.task.curriculum.points.end
     sampler = PromptSampler(
         task, n_points_max, make_generators(tr.seed, device),
@@ -121,8 +228,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
         if device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         step = state["step"]
-        truncate_log(log_path, step)
-        print(f"resuming {run_dir} from step {step}")
+        if rank == 0:
+            truncate_log(log_path, step)
+            print(f"resuming {run_dir} from step {step}")
 
     def checkpoint() -> dict:
         return {
@@ -134,34 +242,30 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
             },
         }
 
-    forward = torch.compile(model) if use_compile else model
-    # Compiled: always the full prompt, loss masked to the curriculum's points (causal attention makes
-    # this exact), so shapes never change. Eager: slice to the curriculum's points, which is cheaper.
-    static_shapes = use_compile
-    positions = torch.arange(n_points_max, device=device)
+    def write(save, what: str) -> None:
+        try:
+            save()
+        except OSError as e:
+            raise OSError(e.errno, f"could not write the {what} of step {step} in {run_dir} ({e.strerror}); "
+                          "the checkpoints already there are intact") from e
+
+    wrapper = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
+    train_step = TrainStep(model, opt, task, n_points_max, use_compile, use_amp, tr.grad_clip,
+                           skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper)
+    per_rank = tr.batch_size // world
     loss_sum = torch.zeros((), device=device)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     last_log_time, last_log_step = time.perf_counter(), step
-    bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress, dynamic_ncols=True)
+    bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress or rank > 0, dynamic_ncols=True)
     model.train()
     while step < tr.steps:
         n_dims, n_points = curriculum_at(cfg.task.curriculum, step, tr.curriculum)
-        xs, ys = sampler.sample(tr.batch_size, n_dims)
-        if not static_shapes:
-            xs, ys = xs[:, :n_points], ys[:, :n_points]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            preds = forward(xs, ys)
-        losses = point_loss(task, preds, ys)
-        if static_shapes:
-            loss = (losses * (positions < n_points)).sum() / (losses.shape[0] * n_points)
-        else:
-            loss = losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tr.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-        opt.step()
-        loss = loss.detach()
+        xs, ys = sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
+        loss = train_step(xs[rank * per_rank : (rank + 1) * per_rank], ys[rank * per_rank : (rank + 1) * per_rank], n_points)
         loss_sum += loss
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
         step += 1
@@ -170,45 +274,56 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
         log_now, save_now = step % tr.log_every == 0 or step == tr.steps, step % tr.checkpoint_every == 0 or step == tr.steps
         if not (log_now or save_now):
             continue
+        if world > 1:  # the global mean loss, and a bad step on any rank stops every rank
+            dist.all_reduce(loss_sum)
+            loss_sum /= world
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
         if first_bad.item() >= 0:  # host sync only on logging and checkpoint steps
             raise FloatingPointError(
-                f"non-finite loss at step {first_bad.item()}; stopping. The last good checkpoint "
-                f"in {run_dir} is kept (lower trainer.lr or set trainer.grad_clip)"
+                f"non-finite loss at step {first_bad.item()}; stopping. The last good checkpoint in {run_dir} "
+                "is kept (lower trainer.lr, set trainer.grad_clip, or trainer.on_nonfinite=skip)"
             )
-        if log_now:
+        if log_now and rank == 0:
             now = time.perf_counter()
             record = {
                 "step": step, "loss": loss_sum.item() / (step - last_log_step), "active_dims": n_dims,
                 "points": n_points, "steps_per_s": (step - last_log_step) / (now - last_log_time),
             }
+            if train_step.skip_nonfinite:
+                record["skipped"] = train_step.skipped
             with open(log_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{record['loss']:.4f}", dims=n_dims, points=n_points)
+            last_log_time = now
+        if log_now:
             loss_sum.zero_()
-            last_log_time, last_log_step = now, step
-        if save_now:
-            save_checkpoint(checkpoint(), run_dir)
-        if tr.snapshot_every and step % tr.snapshot_every == 0:
+            last_log_step = step
+        if save_now and rank == 0:
+            write(lambda: save_checkpoint(checkpoint(), run_dir), "checkpoint")
+        if tr.snapshot_every and step % tr.snapshot_every == 0 and rank == 0:
             snapshot = checkpoint()
             del snapshot["optimizer"]
-            save_atomic(snapshot, run_dir / f"model_{step}.pt")
+            write(lambda: save_atomic(snapshot, run_dir / f"model_{step}.pt"), "snapshot")
     bar.close()
 
-    report = final_report(model, task, cfg, device)
-    (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    metric = "accuracy" if task.classification else "normalised squared error"
-    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
-    print(f"{metric} at k={report['k']} in-context examples ({tr.eval_prompts} fresh prompts): {line}")
-    if tr.evaluate_at_end:
-        from minicl.evaluate import evaluate_run
+    if rank == 0:
+        report_final(model, task, cfg, device, run_dir)
+        if tr.evaluate_at_end:
+            from minicl.evaluate import evaluate_run
 
-        evaluate_run(run_dir)
+            evaluate_run(run_dir)
+    if world > 1:
+        dist.barrier()
     return model.eval()
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    train(cfg, HydraConfig.get().runtime.output_dir)
+    try:
+        train(cfg, HydraConfig.get().runtime.output_dir)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

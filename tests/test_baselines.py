@@ -9,7 +9,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
 from xgboost import XGBRegressor
 
-from minicl.baselines import BASELINES, GD2NN, build_baseline, forward_2nn, init_2nn, lasso_path
+from minicl.baselines import GD2NN, build_baseline, forward_2nn, init_2nn, lasso_path
 
 
 def prompts(B=6, N=14, D=5, seed=0, sparse=False):
@@ -123,20 +123,7 @@ def test_tree_baselines_match_per_prompt_fits(name, params, make):
     torch.testing.assert_close(got, per_prefix(lambda X, y, q: make().fit(X, y).predict(q)[0], xs, ys, qs), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", sorted(BASELINES))
-def test_every_baseline_rejects_bad_prompts(name):
-    baseline = build_baseline(name, **({"lam": 1.0} if name == "ridge" else {}))
-    with pytest.raises(ValueError, match=r"ys must have shape \(2, 5\)"):
-        baseline(torch.randn(2, 5, 3), torch.randn(2, 4))
-    with pytest.raises(ValueError, match=r"xs must have shape \(B, N, D\), got \(5, 3\)"):
-        baseline(torch.randn(5, 3), torch.randn(5))
-    with pytest.raises(ValueError, match="floating point"):
-        baseline(torch.randn(2, 5, 3), torch.ones(2, 5, dtype=torch.long))
-
-
 def test_baseline_parameter_errors():
-    with pytest.raises(ValueError, match="unknown baseline 'svm'"):
-        build_baseline("svm")
     with pytest.raises(ValueError, match="lasso alpha must be positive, got -1"):
         build_baseline("lasso", alpha=-1)
     with pytest.raises(ValueError, match="exactly one of lam or noise_std"):

@@ -90,18 +90,6 @@ def test_bad_model_config(kwargs, match):
         ModelConfig(**cfg)
 
 
-def test_bad_prompts():
-    model = make()
-    with pytest.raises(ValueError, match="only n_positions=12"):
-        model(torch.randn(1, 13, 4), torch.randn(1, 13))
-    with pytest.raises(ValueError, match=r"xs must have shape \(B, N, 4\), got \(1, 5, 3\)"):
-        model(torch.randn(1, 5, 3), torch.randn(1, 5))
-    with pytest.raises(ValueError, match="ys must have shape"):
-        model(torch.randn(1, 5, 4), torch.randn(1, 6))
-    with pytest.raises(ValueError, match="floating point"):
-        model(torch.randn(1, 5, 4), torch.ones(1, 5, dtype=torch.long))
-
-
 @pytest.mark.parametrize("pos_emb", ["rope", "none"])
 def test_rope_and_none_run_past_their_positions(pos_emb):
     model = make(pos_emb)

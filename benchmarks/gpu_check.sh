@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The GPU check, one script: the cuda-marked tests, the training-step benchmark, and a real run at
+# the paper's size (standard model, d = 20, 41 points, batch 64) with torch.compile and bf16.
+#   bash benchmarks/gpu_check.sh                      # on a machine with a GPU
+#   STEPS=20 bash benchmarks/gpu_check.sh             # a short pass over the same paths (also on CPU)
+# Writes its log and results under ${OUT:-/tmp/minicl_gpu_check}.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/minicl_gpu_check}
+steps=${STEPS:-2000}
+mkdir -p "$out"
+status=0
+python - <<'PY'
+import torch
+print("torch", torch.__version__, "| device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA, CPU paths only")
+PY
+python -m pytest tests -m cuda -q -p no:cacheprovider || status=1
+python -m pytest benchmarks/test_train_speed.py --benchmark -q -p no:cacheprovider \
+    --benchmark-json "$out/train_speed.json" || status=1
+start=$(date +%s)
+python -m minicl.train task=linear trainer.steps="$steps" trainer.curriculum=false trainer.progress=false \
+    trainer.log_every=$(( steps < 500 ? steps : 500 )) trainer.checkpoint_every="$steps" trainer.snapshot_every=0 \
+    trainer.eval_prompts=1280 hydra.run.dir="$out/paper_size_run" || status=1
+echo "paper-size run: $steps steps in $(( $(date +%s) - start )) s (compile included); its log:"
+cat "$out/paper_size_run/metrics.jsonl"
+exit $status

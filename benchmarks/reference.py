@@ -1,0 +1,49 @@
+"""The original code's model and training step, for side-by-side speed and parity checks.
+
+TransformerModel of Garg et al.: read_in Linear(d, n_embd), a HuggingFace GPT2Model backbone fed
+`inputs_embeds` (2 * n_positions positions, no dropout), read_out Linear(n_embd, 1) read at the
+x tokens. Its loop samples prompts on the CPU, copies them to the device and calls .item() on
+the loss every step.
+"""
+
+import torch
+import torch.nn as nn
+
+
+class OriginalModel(nn.Module):
+    def __init__(self, n_dims: int, n_positions: int, n_embd: int, n_layer: int, n_head: int):
+        super().__init__()
+        from transformers import GPT2Config, GPT2Model
+
+        config = GPT2Config(
+            n_positions=2 * n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
+        )
+        config._attn_implementation = "eager"  # as the original ran it
+        self._read_in = nn.Linear(n_dims, n_embd)
+        self._backbone = GPT2Model(config)
+        self._read_out = nn.Linear(n_embd, 1)
+
+    @staticmethod
+    def combine(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Interleave x and (y, 0, ..., 0) tokens: (B, 2N, D)."""
+        B, N, D = xs.shape
+        ys_wide = torch.cat((ys.view(B, N, 1), torch.zeros(B, N, D - 1, device=ys.device)), dim=2)
+        return torch.stack((xs, ys_wide), dim=2).view(B, 2 * N, D)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        embeds = self._read_in(self.combine(xs, ys))
+        hidden = self._backbone(inputs_embeds=embeds).last_hidden_state
+        return self._read_out(hidden)[:, ::2, 0]
+
+
+def original_step(model: nn.Module, opt: torch.optim.Optimizer, batch: int, n_points: int, n_dims: int, device) -> float:
+    """One step as the original ran it: sample on the CPU, copy, fp32, sync on the loss."""
+    xs = torch.randn(batch, n_points, n_dims)
+    ys = (xs @ torch.randn(batch, n_dims, 1)).squeeze(-1)
+    xs, ys = xs.to(device), ys.to(device)
+    loss = ((model(xs, ys) - ys) ** 2).mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()

@@ -1,0 +1,70 @@
+"""Training step speed: minicl against the original's GPT2Model-based loop at the paper's final
+prompt size (d = 20, 41 points, batch 64), side by side in one process."""
+
+import time
+
+import pytest
+import torch
+
+from minicl.model import ModelConfig, Transformer
+from minicl.tasks import PromptSampler, build_task, make_generators
+from minicl.train import TrainStep, make_optimizer
+
+pytest.importorskip("transformers", reason="the reference model needs `pip install -e .[reference]`")
+from reference import OriginalModel, original_step  # noqa: E402
+
+SIZES = {"tiny": (3, 64, 2), "small": (6, 128, 4), "standard": (12, 256, 8)}
+D, N, BATCH = 20, 41, 64
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# (compile, amp) variants of minicl's step: CPU runs its default (eager fp32); CUDA all four.
+VARIANTS = [(False, False)] + ([(True, False), (False, True), (True, True)] if DEVICE.type == "cuda" else [])
+STEPS = {"cpu": {"tiny": 20, "small": 6, "standard": 3}, "cuda": {"tiny": 100, "small": 100, "standard": 100}}[DEVICE.type]
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, n: int) -> float:
+    """Seconds per call of fn over n calls."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / n
+
+
+@pytest.mark.parametrize("compile, amp", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("size", list(SIZES))
+def test_training_step(benchmark, report, size, compile, amp):
+    if DEVICE.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    layers, width, heads = SIZES[size]
+    torch.manual_seed(0)
+    reference = OriginalModel(D, 101, width, layers, heads).to(DEVICE)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=1e-4)
+    model = Transformer(ModelConfig(D, 101, width, layers, heads)).to(DEVICE)
+    task = build_task("linear", n_dims=D)
+    sampler = PromptSampler(task, N, make_generators(0, DEVICE))
+    step = TrainStep(model, make_optimizer(model, 1e-4), task, N, compile=compile, amp=amp)
+
+    def minicl_step():
+        step(*sampler.sample(BATCH), N)
+
+    first = timed(minicl_step, 1)  # includes compilation
+    n = STEPS[size]
+    ref_s = minicl_s = 0.0
+    for _ in range(2):  # interleave so that drift on a noisy machine hits both alike
+        timed(lambda: original_step(reference, ref_opt, BATCH, N, D, DEVICE), 1)
+        ref_s += timed(lambda: original_step(reference, ref_opt, BATCH, N, D, DEVICE), n) / 2
+        timed(minicl_step, 1)
+        minicl_s += timed(minicl_step, n) / 2
+    benchmark.pedantic(minicl_step, rounds=n, iterations=1)
+    report(
+        f"train step {size} ({'compiled' if compile else 'eager'}, {'bf16' if amp else 'fp32'}) on {DEVICE.type}",
+        minicl_s * 1e3, ref_s * 1e3, unit="ms", compile_s=max(first - minicl_s, 0.0),
+        steps_per_s=1 / minicl_s, tokens_per_s=BATCH * 2 * N / minicl_s,
+    )
+    assert minicl_s < ref_s, f"minicl {minicl_s * 1e3:.1f} ms per step is not faster than the reference {ref_s * 1e3:.1f} ms"
