@@ -68,17 +68,22 @@ def linear_predictions(w: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
 class LeastSquares:
     """Minimum-norm least squares: w_i = pinv(X_i) y_i = pinv(X_i^T X_i) X_i^T y_i."""
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """w_i for every prefix i: (B, N, D) in float64."""
         gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         # Cholesky where G is well conditioned (only possible from D points on), pinv for the rest
         chol, info = torch.linalg.cholesky_ex(gram)
         pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
         enough = torch.arange(xs.shape[1], device=xs.device) >= xs.shape[-1]
         good = enough & (info == 0) & (pivots.amin(-1) > 1e-4 * pivots.amax(-1))
-        w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1], dtype=chol.dtype, device=chol.device))).squeeze(-1)
+        eye = torch.eye(xs.shape[-1], dtype=chol.dtype, device=chol.device)
+        w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, eye)).squeeze(-1)
         w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
-        return linear_predictions(w, queries)
+        return w
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        return linear_predictions(self.weights(xs, ys), queries)
 
 
 @register("ridge")
@@ -98,12 +103,15 @@ class Ridge:
         if self.lam <= 0:
             raise ValueError(f"ridge lam must be positive, got {self.lam}")
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """w_i for every prefix i: (B, N, D) in float64."""
         gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
-        w = torch.linalg.solve(gram + self.lam * eye, cross)
-        return linear_predictions(w, queries)
+        return torch.linalg.solve(gram + self.lam * eye, cross)
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        return linear_predictions(self.weights(xs, ys), queries)
 
 
 @register("averaging")

@@ -93,10 +93,24 @@ class EvaluateSchema:
     bootstrap: int = 1000
 
 
+@dataclass
+class ExploreSchema:
+    run: str = MISSING  # a run directory
+    sweep: str = "x_scale"  # x_scale | w_scale | noise | skew | length | dims | probe
+    k: Optional[int] = None  # in-context examples the sweep plot reads; null: 2 * n_dims
+    grid: Optional[list[float]] = None  # the swept values; null: the sweep's defaults
+    max_points: Optional[int] = None  # length sweep: the longest prompt; null: the positions allow
+    n_prompts: int = 1280
+    seed: int = 0
+    device: str = "auto"
+    baselines: Optional[dict[str, Any]] = None  # null: the run's task's baseline set
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
     cs.store(name="evaluate_schema", node=EvaluateSchema)
+    cs.store(name="explore_schema", node=ExploreSchema)
     cs.store(group="task", name="task_schema", node=TaskSchema)
     cs.store(group="model", name="model_schema", node=ModelSchema)
 

@@ -1,0 +1,207 @@
+"""Limits explorer: `python -m minicl.explore run=RUN_DIR sweep=<name>`.
+
+A sweep moves one property of the prompts (input scale, weight scale, label noise, covariance
+condition number, prompt length, active dims) over a range and evaluates the transformer and
+its task's baselines at each value with the evaluation suite's machinery (batched, seeded).
+Errors are normalised by the clean signal's mean square at that value, so 1 is the error of
+predicting 0 everywhere. Writes RUN_DIR/explore/<sweep>.json, <sweep>.png (error at k against
+the swept value) and <sweep>_curves.png (error against k, one panel per value).
+`sweep=probe` instead compares the model's implicit weights with least squares and ridge.
+"""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minicl.evaluate import covariance_transform, predict_in_batches, summarise
+from minicl.tasks import make_generators, sample_xs
+
+SWEEPS = {  # name: (default values, axis label, log axis)
+    "x_scale": ([0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of x", True),
+    "w_scale": ([0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of w", True),
+    "noise": ([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0], "label noise std", False),
+    "skew": ([1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "condition number of the input covariance", True),
+    "length": (None, "in-context examples (prompt length - 1)", False),
+    "dims": (None, "active dims", False),
+}
+
+
+def skewed_eigenvalues(d: int, condition: float) -> torch.Tensor:
+    """Eigenvalues of S (covariance S^2) spaced geometrically so that cond(S^2) = condition."""
+    return condition ** (-0.5 * torch.arange(d) / max(d - 1, 1))
+
+
+def sweep_prompts(sweep: str, value: float, task, n_prompts: int, n_points: int, seed: int, device="cpu"):
+    """(xs, ys, clean ys) for one value of a sweep; the clean ys set the normaliser."""
+    gens = make_generators(seed, device, "eval")
+    d = task.n_dims
+    n_active = int(value) if sweep == "dims" else d
+    if sweep == "w_scale":
+        task = replace(task, w_scale=task.w_scale * value)
+    params = task.sample(gens["functions"], n_prompts, n_active)
+    transform = None
+    if sweep == "x_scale":
+        transform = value * torch.eye(d, device=device)
+    elif sweep == "skew":
+        transform = covariance_transform(skewed_eigenvalues(d, value), gens["inputs"])
+    xs = sample_xs(gens["inputs"], n_prompts, n_points, d, n_active, transform=transform)
+    clean = task.apply(params, xs, gens["noise"])
+    ys = clean
+    if sweep == "noise":
+        ys = clean + value * torch.randn(clean.shape, generator=gens["noise"], device=device)
+    return xs, ys, clean
+
+
+def sweep_values(sweep: str, values, n_dims: int, max_points: int) -> list[float]:
+    if values is not None:
+        return [float(v) for v in values]
+    if sweep == "dims":
+        return [float(v) for v in range(1, n_dims + 1)]
+    if sweep == "length":
+        return [float(k) for k in np.unique(np.linspace(1, max_points - 1, 12).round().astype(int))]
+    return SWEEPS[sweep][0]
+
+
+def run_sweep(
+    run_dir: str | Path, sweep: str, k: int | None = None, values=None, n_prompts: int = 1280, seed: int = 0,
+    device="cpu", baselines: dict | None = None, max_points: int | None = None, out_dir: str | Path | None = None,
+) -> dict:
+    """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
+    from minicl.checkpoint import load_model, read_run
+    from minicl.config import task_from_config
+    from minicl.evaluate import default_baselines, load_baselines
+    from omegaconf import OmegaConf
+
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)} and 'probe'")
+    state = read_run(run_dir)
+    task_cfg = state["config"]["task"]
+    task = task_from_config(OmegaConf.create(task_cfg))
+    if task.classification:
+        raise ValueError("sweeps measure squared error; linear_classification runs are not supported")
+    model = load_model(run_dir).to(device)
+    train_points = task_cfg["curriculum"]["points"]["end"]
+    n_points = train_points
+    if sweep == "length":
+        n_points = max_points or (model.config.n_positions if model.config.pos_emb == "learned" else 2 * train_points)
+        if model.config.pos_emb == "learned" and n_points > model.config.n_positions:
+            raise ValueError(
+                f"max_points={n_points} is past the learned positions (n_positions={model.config.n_positions}); "
+                "train with model.pos_emb=rope or none to go further"
+            )
+    predictors = {"transformer": model} | load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
+    values = sweep_values(sweep, values, task.n_dims, n_points)
+    k = min(2 * task.n_dims if k is None else k, n_points - 1)
+    gen = torch.Generator().manual_seed(seed)
+    results = []
+    for value in values:
+        xs, ys, clean = sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device)
+        normaliser = clean.double().pow(2).mean().item()
+        entry = {"value": value, "normaliser": normaliser, "models": {}}
+        for name, predictor in predictors.items():
+            errors = (predict_in_batches(predictor, xs, ys).double() - ys.double()) ** 2 / normaliser
+            entry["models"][name] = summarise(errors.cpu(), 200, gen)
+        results.append(entry)
+    out = {"sweep": sweep, "k": k, "task": task.name, "n_points": n_points, "train_points": train_points,
+           "pos_emb": model.config.pos_emb, "n_prompts": n_prompts, "results": results}
+    out_dir = Path(out_dir or Path(run_dir) / "explore")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{sweep}.json").write_text(json.dumps(out, indent=1) + "\n")
+    plot_sweep(out, out_dir)
+    return out
+
+
+def plot_sweep(out: dict, out_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep, results = out["sweep"], out["results"]
+    _, label, log = SWEEPS[sweep]
+    values = [r["value"] for r in results]
+    models = list(results[0]["models"])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in models:
+        ks = [int(v) if sweep == "length" else out["k"] for v in values]
+        mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
+        lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
+        hi = [r["models"][name]["hi"][k] for r, k in zip(results, ks)]
+        (line,) = ax.plot(values, mean, "o-", label=name, lw=2 if name == "transformer" else 1.2, ms=3)
+        ax.fill_between(values, lo, hi, color=line.get_color(), alpha=0.2)
+    if sweep == "length":
+        ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="predict 0")
+    ax.set_xscale("log" if log else "linear")
+    ax.set_ylim(0, 1.5)
+    ax.set_xlabel(label)
+    ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
+    ax.set_title(f"{sweep} sweep ({out['task']}, pos_emb={out['pos_emb']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{sweep}.png", dpi=110)
+    plt.close(fig)
+
+    shown = results if sweep != "length" else results[-1:]  # one long prompt holds every shorter one
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    for ax, r in zip(axes.flat, shown):
+        for name in models:
+            m = r["models"][name]
+            ax.plot(m["mean"], lw=1.5 if name == "transformer" else 1, label=name)
+            ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], alpha=0.2)
+        ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
+        ax.set_ylim(0, 1.5)
+    for ax in axes.flat[len(shown):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("in-context examples")
+    fig.supylabel("error / signal")
+    fig.tight_layout()
+    fig.savefig(out_dir / f"{sweep}_curves.png", dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main() -> None:
+    import hydra
+    from omegaconf import DictConfig, OmegaConf
+
+    from minicl.config import register_schemas
+    from minicl.evaluate import CONF
+
+    register_schemas()
+
+    @hydra.main(version_base=None, config_path=str(CONF), config_name="explore")
+    def run(cfg: DictConfig) -> None:
+        from minicl.train import resolve_device
+
+        device = resolve_device(cfg.device)
+        if cfg.sweep == "probe":
+            from minicl.probe import probe_run
+
+            report = probe_run(cfg.run, n_prompts=cfg.n_prompts, seed=cfg.seed, device=device)
+            k = report["k"]
+            print(f"implicit weights vs least squares, cosine at k={k}: {report['least_squares']['cosine'][k]:.4f}")
+            return
+        baselines = None if cfg.baselines is None else OmegaConf.to_container(cfg.baselines, resolve=True)
+        out = run_sweep(cfg.run, cfg.sweep, cfg.k, cfg.grid, cfg.n_prompts, cfg.seed, device, baselines, cfg.max_points)
+        models = list(out["results"][0]["models"])
+        at = "k = the swept value" if cfg.sweep == "length" else f"k={out['k']}"
+        print(f"{cfg.sweep:>10} " + "".join(f"{m:>16}" for m in models) + f"   (error / signal at {at})")
+        for r in out["results"]:
+            k = int(r["value"]) if cfg.sweep == "length" else out["k"]
+            print(f"{r['value']:>10g} " + "".join(f"{r['models'][m]['mean'][k]:>16.4f}" for m in models))
+
+    run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Implicit weights: does the transformer compute least squares?
+
+For linear-type tasks the prediction at position i is close to linear in the query x_i, so its
+gradient with respect to the query is the weight vector the model has inferred from the first i
+pairs. `implicit_weights` gets it for every prefix in one batched backward pass (the query
+tokens of `model(xs, ys, queries)` are seen only by their own prediction) and compares it with
+least squares and ridge on the same prefix.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from minicl.baselines import LeastSquares, Ridge
+
+
+def compare(found: torch.Tensor, reference: torch.Tensor) -> dict[str, list]:
+    """Per-k mean cosine similarity and relative norm error ||found - ref|| / ||ref|| over prompts;
+    None where the reference is zero (no pairs yet)."""
+    found, reference = found.double(), reference.double()
+    ref_norm = reference.norm(dim=-1)
+    cosine = (found * reference).sum(-1) / (found.norm(dim=-1) * ref_norm).clamp(min=1e-300)
+    rel_error = (found - reference).norm(dim=-1) / ref_norm.clamp(min=1e-300)
+    defined = (ref_norm > 0).all(0)
+    return {
+        "cosine": [c if ok else None for c, ok in zip(cosine.mean(0).tolist(), defined.tolist())],
+        "rel_error": [e if ok else None for e, ok in zip(rel_error.mean(0).tolist(), defined.tolist())],
+    }
+
+
+def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float = 1.0) -> dict:
+    """{"weights": d prediction_i / d query_i (B, N, D), "least_squares": compare(...), "ridge": compare(...)}.
+    `model` is anything with the call shape predict(xs, ys, queries)."""
+    queries = xs.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        preds = model(xs, ys, queries)
+        (grad,) = torch.autograd.grad(preds.sum(), queries)
+    return {
+        "weights": grad,
+        "least_squares": compare(grad, LeastSquares().weights(xs, ys)),
+        "ridge": compare(grad, Ridge(lam=ridge_lam).weights(xs, ys)),
+    }
+
+
+def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0) -> dict:
+    """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
+    from omegaconf import OmegaConf
+
+    from minicl.checkpoint import load_model, read_run
+    from minicl.config import task_from_config
+    from minicl.evaluate import standard_prompts
+
+    state = read_run(run_dir)
+    task = task_from_config(OmegaConf.create(state["config"]["task"]))
+    model = load_model(run_dir).to(device)
+    n_points = state["config"]["task"]["curriculum"]["points"]["end"]
+    xs, ys = standard_prompts(task, n_prompts, n_points, seed, device)
+    grads = torch.cat([implicit_weights(model, xs[i : i + batch_size], ys[i : i + batch_size])["weights"]
+                       for i in range(0, n_prompts, batch_size)])
+    report = {
+        "k": min(2 * task.n_dims, n_points - 1), "n_prompts": n_prompts, "ridge_lam": ridge_lam,
+        "least_squares": compare(grads, LeastSquares().weights(xs, ys)),
+        "ridge": compare(grads, Ridge(lam=ridge_lam).weights(xs, ys)),
+    }
+    out = Path(run_dir) / "explore"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_probe(report, out / "probe.png")
+    return report
+
+
+def plot_probe(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for name in ("least_squares", "ridge"):
+        for ax, key in ((left, "cosine"), (right, "rel_error")):
+            values = report[name][key]
+            ks = [k for k, v in enumerate(values) if v is not None]
+            ax.plot(ks, [values[k] for k in ks], "o-", ms=3, label=f"{name}" + (f" (lam={report['ridge_lam']:g})" if name == "ridge" else ""))
+    left.set_ylabel("cosine(implicit w, w)")
+    right.set_ylabel("||implicit w - w|| / ||w||")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xlabel("in-context examples")
+        ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
+        ax.legend(fontsize=7)
+    fig.suptitle("the transformer's implicit weights (gradient of the prediction w.r.t. the query)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
