@@ -3,6 +3,7 @@
 # the paper's size (standard model, d = 20, 41 points, batch 64) with torch.compile and bf16.
 #   bash benchmarks/gpu_check.sh                      # on a machine with a GPU
 #   STEPS=20 bash benchmarks/gpu_check.sh             # a short pass over the same paths (also on CPU)
+#   SIZES="tiny or small or standard" bash ...        # the step benchmark for more sizes (default: standard)
 # Writes its log and results under ${OUT:-/tmp/minicl_gpu_check}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ import torch
 print("torch", torch.__version__, "| device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA, CPU paths only")
 PY
 python -m pytest tests -m cuda -q -p no:cacheprovider || status=1
-python -m pytest benchmarks/test_train_speed.py --benchmark -q -p no:cacheprovider \
+python -m pytest benchmarks/test_train_speed.py --benchmark -q -p no:cacheprovider -k "${SIZES:-standard}" \
     --benchmark-json "$out/train_speed.json" || status=1
 start=$(date +%s)
 python -m minicl.train task=linear trainer.steps="$steps" trainer.curriculum=false trainer.progress=false \

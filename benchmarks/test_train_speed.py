@@ -16,8 +16,11 @@ from reference import OriginalModel, original_step  # noqa: E402
 SIZES = {"tiny": (3, 64, 2), "small": (6, 128, 4), "standard": (12, 256, 8)}
 D, N, BATCH = 20, 41, 64
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-# (compile, amp) variants of minicl's step: CPU runs its default (eager fp32); CUDA all four.
-VARIANTS = [(False, False)] + ([(True, False), (False, True), (True, True)] if DEVICE.type == "cuda" else [])
+# (compile mode or None for eager, amp) variants of minicl's step: CPU runs its default (eager fp32);
+# CUDA eager and compiled in fp32 and bf16, and the bf16 step under the other compile modes.
+VARIANTS = [(None, False)] + ([
+    ("default", False), (None, True), ("default", True), ("max-autotune-no-cudagraphs", True), ("reduce-overhead", True),
+] if DEVICE.type == "cuda" else [])
 STEPS = {"cpu": {"tiny": 20, "small": 6, "standard": 3}, "cuda": {"tiny": 100, "small": 100, "standard": 100}}[DEVICE.type]
 
 
@@ -36,9 +39,9 @@ def timed(fn, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-@pytest.mark.parametrize("compile, amp", VARIANTS, ids=lambda v: str(v))
+@pytest.mark.parametrize("mode, amp", VARIANTS, ids=lambda v: str(v))
 @pytest.mark.parametrize("size", list(SIZES))
-def test_training_step(benchmark, report, size, compile, amp):
+def test_training_step(benchmark, report, size, mode, amp):
     if DEVICE.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     layers, width, heads = SIZES[size]
@@ -48,7 +51,7 @@ def test_training_step(benchmark, report, size, compile, amp):
     model = Transformer(ModelConfig(D, 101, width, layers, heads)).to(DEVICE)
     task = build_task("linear", n_dims=D)
     sampler = PromptSampler(task, N, make_generators(0, DEVICE))
-    step = TrainStep(model, make_optimizer(model, 1e-4), task, N, compile=compile, amp=amp)
+    step = TrainStep(model, make_optimizer(model, 1e-4), task, N, compile=mode is not None, amp=amp, compile_mode=mode or "default")
 
     def minicl_step():
         step(*sampler.sample(BATCH), N)
@@ -63,7 +66,7 @@ def test_training_step(benchmark, report, size, compile, amp):
         minicl_s += timed(minicl_step, n) / 2
     benchmark.pedantic(minicl_step, rounds=n, iterations=1)
     report(
-        f"train step {size} ({'compiled' if compile else 'eager'}, {'bf16' if amp else 'fp32'}) on {DEVICE.type}",
+        f"train step {size} ({mode or 'eager'}, {'bf16' if amp else 'fp32'}) on {DEVICE.type}",
         minicl_s * 1e3, ref_s * 1e3, unit="ms", compile_s=max(first - minicl_s, 0.0),
         steps_per_s=1 / minicl_s, tokens_per_s=BATCH * 2 * N / minicl_s,
     )

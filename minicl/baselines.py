@@ -14,35 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minicl.model import check_prompt
+from minicl.tasks import registrar
+
 BASELINES: dict[str, type] = {}
-
-
-def register(name: str):
-    def add(cls):
-        cls.name = name
-        BASELINES[name] = cls
-        return cls
-
-    return add
+register = registrar(BASELINES)
 
 
 def build_baseline(name: str, **params):
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known baselines: {sorted(BASELINES)}")
     return BASELINES[name](**params)
-
-
-def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None) -> torch.Tensor:
-    """Validate shapes and dtypes; returns the queries (xs when none are given)."""
-    if xs.dim() != 3:
-        raise ValueError(f"xs must have shape (B, N, D), got {tuple(xs.shape)}")
-    if ys.shape != xs.shape[:2]:
-        raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs, got {tuple(ys.shape)}")
-    if queries is not None and queries.shape != xs.shape:
-        raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
-    if not (xs.is_floating_point() and ys.is_floating_point()):
-        raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
-    return xs if queries is None else queries
 
 
 def prefix_gram(xs: torch.Tensor) -> torch.Tensor:

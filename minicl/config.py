@@ -61,6 +61,7 @@ class TrainerSchema:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: Optional[bool] = None  # None: on for CUDA, off on CPU
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune-no-cudagraphs | max-autotune
     amp: Optional[bool] = None  # bf16 autocast; None: on for CUDA
     curriculum: bool = True
     checkpoint_every: int = 1000
@@ -116,6 +117,7 @@ def register_schemas() -> None:
 
 
 DEVICES = ("auto", "cpu", "cuda")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 
 def model_config(cfg: DictConfig) -> ModelConfig:
@@ -169,6 +171,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
+    if tr.compile_mode not in COMPILE_MODES:
+        raise ValueError(f"trainer.compile_mode must be one of {COMPILE_MODES}, got {tr.compile_mode!r}")
     if tr.on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"trainer.on_nonfinite must be 'stop' or 'skip', got {tr.on_nonfinite!r}")
     if tr.device.split(":")[0] not in DEVICES:

@@ -43,6 +43,20 @@ class ModelConfig:
             )
 
 
+def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None, n_dims: int | None = None) -> torch.Tensor:
+    """Raise ValueError unless xs is (B, N, D), ys (B, N) and queries like xs, all floating point;
+    returns the queries (xs when none are given). Every predictor checks its prompts with this."""
+    if xs.dim() != 3 or (n_dims is not None and xs.shape[-1] != n_dims):
+        raise ValueError(f"xs must have shape (B, N, {n_dims or 'D'}), got {tuple(xs.shape)}")
+    if ys.shape != xs.shape[:2]:
+        raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs, got {tuple(ys.shape)}")
+    if queries is not None and queries.shape != xs.shape:
+        raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
+    if not (xs.is_floating_point() and ys.is_floating_point()):
+        raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+    return xs if queries is None else queries
+
+
 def rope_tables(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables of rotary embeddings at `positions` (T,), each (T, head_size // 2)."""
     inv_freq = 1.0 / 10000 ** (torch.arange(0, head_size, 2, device=positions.device).float() / head_size)
@@ -137,16 +151,9 @@ class Transformer(nn.Module):
             nn.init.zeros_(module.bias)
 
     def check_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> None:
-        """Raise ValueError unless xs is (B, N, n_dims), ys (B, N) and queries like xs, all floating point."""
+        """check_prompt(), plus the model's own width and, for learned positions, length."""
         c = self.config
-        if xs.dim() != 3 or xs.shape[-1] != c.n_dims:
-            raise ValueError(f"xs must have shape (B, N, {c.n_dims}), got {tuple(xs.shape)}")
-        if ys.shape != xs.shape[:2]:
-            raise ValueError(f"ys must have shape {tuple(xs.shape[:2])} to match xs, got {tuple(ys.shape)}")
-        if queries is not None and queries.shape != xs.shape:
-            raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
-        if not (xs.is_floating_point() and ys.is_floating_point()):
-            raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+        check_prompt(xs, ys, queries, n_dims=c.n_dims)
         if c.pos_emb == "learned" and xs.shape[1] > c.n_positions:
             raise ValueError(
                 f"prompt has {xs.shape[1]} points but the model has learned positions for only "

@@ -50,16 +50,22 @@ def sample_xs(
 
 # ---------------------------------------------------------------- function classes
 
+def registrar(table: dict[str, type]):
+    """A decorator factory: @register("name") stores the class in `table` and sets cls.name."""
+
+    def register(name: str):
+        def add(cls):
+            cls.name = name
+            table[name] = cls
+            return cls
+
+        return add
+
+    return register
+
+
 TASKS: dict[str, type] = {}
-
-
-def register(name: str):
-    def add(cls):
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-
-    return add
+register = registrar(TASKS)
 
 
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:

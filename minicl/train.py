@@ -106,12 +106,12 @@ class TrainStep:
     """
 
     def __init__(self, model, opt, task, n_points_max: int, compile: bool, amp: bool,
-                 grad_clip: float | None = None, skip_nonfinite: bool = False, wrapper=None):
+                 grad_clip: float | None = None, skip_nonfinite: bool = False, wrapper=None, compile_mode: str = "default"):
         self.model, self.opt, self.task, self.amp, self.grad_clip = model, opt, task, amp, grad_clip
         self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.device = next(model.parameters()).device
         wrapped = wrapper(model) if wrapper is not None else model  # e.g. DistributedDataParallel
-        self.forward = torch.compile(wrapped) if compile else wrapped
+        self.forward = torch.compile(wrapped, mode=compile_mode) if compile else wrapped
         self.static_shapes = compile
         self.positions = torch.arange(n_points_max, device=self.device)
 
@@ -255,7 +255,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
 
         wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
     train_step = TrainStep(model, opt, task, n_points_max, use_compile, use_amp, tr.grad_clip,
-                           skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper)
+                           skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode)
     per_rank = tr.batch_size // world
     loss_sum = torch.zeros((), device=device)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)

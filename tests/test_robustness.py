@@ -129,3 +129,6 @@ def test_torchrun_two_processes_match_one(tmp_path):
 
     assert len(losses("two")) == 50
     assert losses("two") == pytest.approx(losses("one"), abs=1e-4)
+    resumed = subprocess.run([*cmd[:-3], "trainer.steps=60", *overrides[1:]], env=env, capture_output=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
+    assert b"resuming" in resumed.stdout and len(losses("two")) == 60
