@@ -11,7 +11,7 @@ import yaml
 
 from minicl import ICLClassifier, ICLRegressor, ModelConfig, Transformer, load_model
 from minicl.checkpoint import CheckpointError
-from minicl.convert import convert_run, convert_state_dict, main as convert_main
+from minicl.convert import convert_state_dict, main as convert_main
 from minicl.evaluate import evaluate_run
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
