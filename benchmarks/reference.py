@@ -47,3 +47,24 @@ def original_step(model: nn.Module, opt: torch.optim.Optimizer, batch: int, n_po
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def module_2nn(weights: dict[str, torch.Tensor], m: int) -> nn.Module:
+    """Net m of minicl's batched 2-layer ReLU nets (minicl.baselines.init_2nn) as an nn.Module."""
+    w1 = weights["w1"][m]
+    net = nn.Sequential(nn.Linear(*w1.shape), nn.ReLU(), nn.Linear(w1.shape[1], 1)).to(w1.dtype)
+    with torch.no_grad():
+        net[0].weight.copy_(w1.T), net[0].bias.copy_(weights["b1"][m])
+        net[2].weight.copy_(weights["w2"][m][None]), net[2].bias.copy_(weights["b2"][m][None])
+    return net
+
+
+def fit_2nn(net: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 100, lr: float = 5e-3) -> nn.Module:
+    """The original's per-prompt GD baseline: full-batch Adam on the mean squared error."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = ((net(X).squeeze(-1) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net

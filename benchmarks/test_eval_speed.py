@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from minicl.baselines import GD2NN, build_baseline, init_2nn
 from minicl.evaluate import default_baselines, evaluate, load_baselines
+from reference import fit_2nn, module_2nn
 
 D, N = 20, 41
 
@@ -106,18 +107,7 @@ def test_gd_2nn_against_module_loop(benchmark, report):
     expected = torch.zeros(4, 21)
     for b in range(4):
         for i in range(1, 21):
-            net = torch.nn.Sequential(torch.nn.Linear(D, 100), torch.nn.ReLU(), torch.nn.Linear(100, 1))
-            m = b * 21 + i
-            with torch.no_grad():
-                net[0].weight.copy_(init["w1"][m].T), net[0].bias.copy_(init["b1"][m])
-                net[2].weight.copy_(init["w2"][m][None]), net[2].bias.copy_(init["b2"][m][None])
-            opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-            for _ in range(100):
-                loss = ((net(xs[b, :i]).squeeze(-1) - ys[b, :i]) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            expected[b, i] = net(xs[b, i]).item()
+            expected[b, i] = fit_2nn(module_2nn(init, b * 21 + i), xs[b, :i], ys[b, :i])(xs[b, i]).item()
     loop_s = time.perf_counter() - start
     got = benchmark.pedantic(model, args=(xs, ys), rounds=1, iterations=1)
     torch.testing.assert_close(got, expected, rtol=1e-3, atol=1e-3)

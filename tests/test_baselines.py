@@ -1,4 +1,6 @@
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,9 @@ from sklearn.linear_model import Ridge as SkRidge
 from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
 from xgboost import XGBRegressor
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from reference import fit_2nn, module_2nn  # noqa: E402
 
 from minicl.baselines import GD2NN, build_baseline, forward_2nn, init_2nn, lasso_path
 
@@ -87,17 +92,7 @@ def test_gd_2nn_matches_per_prompt_module():
     init = init_2nn(2 * 6, 3, 8, torch.Generator().manual_seed(0), torch.float64)
     for b in range(2):
         for i in range(1, 6):
-            net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)).double()
-            m = b * 6 + i
-            with torch.no_grad():
-                net[0].weight.copy_(init["w1"][m].T), net[0].bias.copy_(init["b1"][m])
-                net[2].weight.copy_(init["w2"][m][None]), net[2].bias.copy_(init["b2"][m][None])
-            opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-            for _ in range(30):
-                loss = ((net(xs[b, :i]).squeeze(-1) - ys[b, :i]) ** 2).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+            net = fit_2nn(module_2nn(init, b * 6 + i), xs[b, :i], ys[b, :i], steps=30)
             assert got[b, i].item() == pytest.approx(net(qs[b, i]).item(), abs=1e-8)
     assert (got[:, 0] == 0).all()
 
@@ -105,11 +100,7 @@ def test_gd_2nn_matches_per_prompt_module():
 def test_batched_2nn_forward_matches_module():
     p = init_2nn(3, 4, 5, torch.Generator().manual_seed(1))
     x = torch.randn(3, 7, 4)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 1))
-    with torch.no_grad():
-        net[0].weight.copy_(p["w1"][1].T), net[0].bias.copy_(p["b1"][1])
-        net[2].weight.copy_(p["w2"][1][None]), net[2].bias.copy_(p["b2"][1][None])
-    torch.testing.assert_close(forward_2nn(p, x)[1], net(x[1]).squeeze(-1))
+    torch.testing.assert_close(forward_2nn(p, x)[1], module_2nn(p, 1)(x[1]).squeeze(-1))
 
 
 @pytest.mark.parametrize("name, params, make", [
