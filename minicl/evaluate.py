@@ -267,8 +267,10 @@ def evaluate(
     return metrics
 
 
-def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto", **kwargs) -> dict:
-    """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/."""
+def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto",
+                 baselines_task: str | None = None, **kwargs) -> dict:
+    """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/.
+    `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
     from minicl.checkpoint import load_model, read_run
     from minicl.train import resolve_device
 
@@ -277,7 +279,9 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
     task_cfg = state["config"]["task"]
     device = resolve_device(device)
     predictors = {"transformer": load_model(run_dir).to(device)}
-    predictors |= load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
+    if baselines is None or baselines_task not in (None, task_cfg["name"]):
+        baselines = default_baselines(task_cfg)
+    predictors |= load_baselines(baselines)
     kwargs.setdefault("seed", state["config"]["trainer"]["seed"])
     metrics = evaluate(task_cfg, predictors, run_dir, device=device, **kwargs)
     print(format_table(metrics))
@@ -299,9 +303,8 @@ def main() -> None:
     def run(cfg: DictConfig) -> None:
         options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
         baselines = OmegaConf.to_container(cfg.baselines, resolve=True)
-        if cfg.run is not None:
-            saved_task = latest_task_name(cfg.run)
-            evaluate_run(cfg.run, baselines if saved_task == cfg.task.name else None, device=cfg.device, **options)
+        if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
+            evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
             return
         from minicl.train import resolve_device
 
@@ -312,12 +315,6 @@ def main() -> None:
         print(format_table(metrics))
 
     run()
-
-
-def latest_task_name(run_dir: str | Path) -> str:
-    from minicl.checkpoint import read_run
-
-    return read_run(run_dir)["config"]["task"]["name"]
 
 
 if __name__ == "__main__":

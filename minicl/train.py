@@ -83,8 +83,9 @@ def truncate_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device) -> dict:
-    """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh prompts."""
+def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
+    """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
+    prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
     n_points = cfg.task.curriculum.points.end
     k = min(2 * cfg.task.n_dims, n_points - 1)
     xs, ys = standard_prompts(task, cfg.trainer.eval_prompts, n_points, cfg.trainer.seed, device)
@@ -92,7 +93,10 @@ def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device
     report = {"k": k, "transformer": pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item()}
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
-    model.train()
+    (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    metric = "accuracy" if task.classification else "normalised squared error"
+    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
+    print(f"{metric} at k={k} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
     return report
 
 
@@ -169,14 +173,6 @@ def check_writable(run_dir: Path, needed_bytes: int) -> None:
         raise OSError(
             errno.ENOSPC, f"{run_dir} has {free / 1e6:.1f} MB free; its checkpoints need about {needed_bytes / 1e6:.1f} MB"
         )
-
-
-def report_final(model: Transformer, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> None:
-    report = final_report(model, task, cfg, device)
-    (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    metric = "accuracy" if task.classification else "normalised squared error"
-    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
-    print(f"{metric} at k={report['k']} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
@@ -307,7 +303,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
     bar.close()
 
     if rank == 0:
-        report_final(model, task, cfg, device, run_dir)
+        final_report(model, task, cfg, device, run_dir)
         if tr.evaluate_at_end:
             from minicl.evaluate import evaluate_run
 
