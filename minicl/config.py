@@ -62,7 +62,7 @@ class TrainerSchema:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: Optional[bool] = None  # None: on for CUDA, off on CPU
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune-no-cudagraphs | max-autotune
-    amp: Optional[bool] = None  # bf16 autocast; None: on for CUDA
+    amp: Optional[bool] = None  # bf16 autocast; None: on for CUDA and CPUs with native bf16 (train.bf16_is_fast)
     curriculum: bool = True
     checkpoint_every: int = 1000
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off

@@ -88,10 +88,19 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if keep is not None:
             q, mask = q[:, :, keep], mask[keep]
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+        if x.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # CPU attention kernels are several times slower in bf16 than in fp32 (backward above all),
+            # while the projections gain from bf16: there, attend in fp32.
+            with torch.autocast("cpu", enabled=False):
+                y = self.attend(q.float(), k.float(), v.float(), mask).to(q.dtype)
+        else:
+            y = self.attend(q, k, v, mask)
         y = y.transpose(1, 2).reshape(B, -1, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
 
 
 class MLP(nn.Module):

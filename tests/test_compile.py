@@ -10,12 +10,14 @@ from minicl.train import TrainStep, make_optimizer, train
 
 @pytest.mark.parametrize("pos_emb", ["learned", "rope"])
 @pytest.mark.parametrize("with_queries", [False, True])
-def test_model_has_no_graph_breaks(pos_emb, with_queries):
+@pytest.mark.parametrize("amp", [False, True])
+def test_model_has_no_graph_breaks(pos_emb, with_queries, amp):
     torch._dynamo.reset()
     model = Transformer(ModelConfig(n_dims=4, n_positions=8, n_embd=32, n_layer=2, n_head=2, pos_emb=pos_emb))
     xs, ys = torch.randn(2, 8, 4), torch.randn(2, 8)
     args = (xs, ys, torch.randn(2, 8, 4)) if with_queries else (xs, ys)
-    explanation = torch._dynamo.explain(model)(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        explanation = torch._dynamo.explain(model)(*args)
     assert explanation.graph_break_count == 0, explanation.break_reasons
     assert explanation.graph_count == 1
 
@@ -52,3 +54,18 @@ def test_a_whole_curriculum_compiles_at_most_twice(tiny_cfg, tmp_path):
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert '"active_dims": 3' in lines[0] and '"points": 11' in lines[-1]  # the curriculum really moved
     assert counters["stats"]["unique_graphs"] <= 2
+
+
+def test_bf16_step_tracks_the_fp32_step():
+    """The CPU default on CPUs with native bf16: the same training, to bf16's precision."""
+    def run(amp):
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig(n_dims=5, n_positions=12, n_embd=32, n_layer=2, n_head=2))
+        task = build_task("linear", n_dims=5)
+        sampler = PromptSampler(task, 12, make_generators(0))
+        step = TrainStep(model, make_optimizer(model, 1e-3), task, 12, compile=False, amp=amp)
+        return [step(*sampler.sample(16), 12).item() for _ in range(5)]
+
+    fp32, bf16 = run(False), run(True)
+    assert bf16 != fp32  # autocast really ran
+    assert bf16 == pytest.approx(fp32, rel=0.03)

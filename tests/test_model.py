@@ -112,3 +112,28 @@ def test_queries_in_one_pass_equal_one_pass_per_position(pos_emb):
         swapped[:, i] = qs[:, i]
         torch.testing.assert_close(out[:, i], model(swapped, ys)[:, i], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model(xs, ys, queries=xs), model(xs, ys), rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_bf16_autocast_attends_in_fp32(monkeypatch):
+    """Under CPU autocast the projections run in bf16 but attention in fp32 (CPU bf16 attention is slow)."""
+    from minicl.model import CausalSelfAttention
+
+    model = make()
+    xs, ys = torch.randn(3, 12, 4), torch.randn(3, 12)
+    seen = []
+    attend = CausalSelfAttention.attend
+
+    def spy(self, q, k, v, mask):
+        y = attend(self, q, k, v, mask)
+        seen.append((q.dtype, y.dtype))
+        return y
+
+    monkeypatch.setattr(CausalSelfAttention, "attend", spy)
+    expected = model(xs, ys)
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(xs, ys)
+        assert model.h[0].mlp.c_fc(torch.randn(2, 32)).dtype == torch.bfloat16  # autocast is really on
+    assert seen == [(torch.float32, torch.float32)] * 2
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0.05, atol=0.05 * expected.abs().mean().item())
