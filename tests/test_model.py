@@ -137,3 +137,11 @@ def test_cpu_bf16_autocast_attends_in_fp32(monkeypatch):
     assert seen == [(torch.float32, torch.float32)] * 2
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, expected, rtol=0.05, atol=0.05 * expected.abs().mean().item())
+    # and the gradients agree with fp32's to bf16's precision
+    grads = []
+    for amp in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            ((model(xs, ys) - ys) ** 2).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert F.cosine_similarity(*grads, dim=0) > 0.99
