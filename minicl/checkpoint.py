@@ -107,10 +107,14 @@ def read_run(path: str | os.PathLike) -> dict:
     return state
 
 
-def load_model(path: str | os.PathLike) -> Transformer:
-    """The trained Transformer of a run directory (minicl's or the original code's) or of a
-    checkpoint file, in eval mode on CPU."""
-    state = read_run(path)
+def model_from_state(state: dict) -> Transformer:
+    """The Transformer a checkpoint (as read_run returns it) holds, in eval mode."""
     model = Transformer(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def load_model(path: str | os.PathLike) -> Transformer:
+    """The trained Transformer of a run directory (minicl's or the original code's) or of a
+    checkpoint file, in eval mode on CPU."""
+    return model_from_state(read_run(path))

@@ -77,11 +77,6 @@ def original_config(raw: dict) -> tuple[ModelConfig, dict]:
     return model_config, {"task": task, "model": model, "trainer": trainer, "source": "original"}
 
 
-def is_original_run(path: Path) -> bool:
-    path = Path(path)
-    return (path / "config.yaml").is_file() and ((path / "state.pt").is_file() or any(path.glob("model_*.pt")))
-
-
 def read_original_run(path: Path) -> dict:
     """A minicl-style checkpoint dict (model, model_config, config, step) from an original run directory."""
     import yaml

@@ -271,14 +271,14 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
                  baselines_task: str | None = None, **kwargs) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
-    from minicl.checkpoint import load_model, read_run
+    from minicl.checkpoint import model_from_state, read_run
     from minicl.train import resolve_device
 
     run_dir = Path(run_dir)
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
     device = resolve_device(device)
-    predictors = {"transformer": load_model(run_dir).to(device)}
+    predictors = {"transformer": model_from_state(state).to(device)}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
         baselines = default_baselines(task_cfg)
     predictors |= load_baselines(baselines)

@@ -71,7 +71,7 @@ def run_sweep(
     device="cpu", baselines: dict | None = None, max_points: int | None = None, out_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
-    from minicl.checkpoint import load_model, read_run
+    from minicl.checkpoint import model_from_state, read_run
     from minicl.config import task_from_config
     from minicl.evaluate import default_baselines, load_baselines
     from omegaconf import OmegaConf
@@ -83,7 +83,7 @@ def run_sweep(
     task = task_from_config(OmegaConf.create(task_cfg))
     if task.classification:
         raise ValueError("sweeps measure squared error; linear_classification runs are not supported")
-    model = load_model(run_dir).to(device)
+    model = model_from_state(state).to(device)
     train_points = task_cfg["curriculum"]["points"]["end"]
     n_points = train_points
     if sweep == "length":
@@ -125,9 +125,9 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     _, label, log = SWEEPS[sweep]
     values = [r["value"] for r in results]
     models = list(results[0]["models"])
+    ks = [int(v) if sweep == "length" else out["k"] for v in values]  # the k each value is read at
     fig, ax = plt.subplots(figsize=(6, 4))
     for name in models:
-        ks = [int(v) if sweep == "length" else out["k"] for v in values]
         mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
         lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
         hi = [r["models"][name]["hi"][k] for r, k in zip(results, ks)]

@@ -29,39 +29,48 @@ def compare(found: torch.Tensor, reference: torch.Tensor) -> dict[str, list]:
     }
 
 
-def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float = 1.0) -> dict:
-    """{"weights": d prediction_i / d query_i (B, N, D), "least_squares": compare(...), "ridge": compare(...)}.
+def against_solvers(weights: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float) -> dict:
+    """compare() of per-prefix weights (B, N, D) with least squares' and ridge's on the same prefixes."""
+    return {
+        "least_squares": compare(weights, LeastSquares().weights(xs, ys)),
+        "ridge": compare(weights, Ridge(lam=ridge_lam).weights(xs, ys)),
+    }
+
+
+def query_gradients(model, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """d prediction_i / d query_i for every prefix i, (B, N, D), in one backward pass.
     `model` is anything with the call shape predict(xs, ys, queries)."""
     queries = xs.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         preds = model(xs, ys, queries)
         (grad,) = torch.autograd.grad(preds.sum(), queries)
-    return {
-        "weights": grad,
-        "least_squares": compare(grad, LeastSquares().weights(xs, ys)),
-        "ridge": compare(grad, Ridge(lam=ridge_lam).weights(xs, ys)),
-    }
+    return grad
+
+
+def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float = 1.0) -> dict:
+    """{"weights": query_gradients(...), "least_squares": compare(...), "ridge": compare(...)}."""
+    weights = query_gradients(model, xs, ys)
+    return {"weights": weights, **against_solvers(weights, xs, ys, ridge_lam)}
 
 
 def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0) -> dict:
     """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
     from omegaconf import OmegaConf
 
-    from minicl.checkpoint import load_model, read_run
+    from minicl.checkpoint import model_from_state, read_run
     from minicl.config import task_from_config
     from minicl.evaluate import standard_prompts
 
     state = read_run(run_dir)
     task = task_from_config(OmegaConf.create(state["config"]["task"]))
-    model = load_model(run_dir).to(device)
+    model = model_from_state(state).to(device)
     n_points = state["config"]["task"]["curriculum"]["points"]["end"]
     xs, ys = standard_prompts(task, n_prompts, n_points, seed, device)
-    grads = torch.cat([implicit_weights(model, xs[i : i + batch_size], ys[i : i + batch_size])["weights"]
-                       for i in range(0, n_prompts, batch_size)])
+    weights = torch.cat([query_gradients(model, xs[i : i + batch_size], ys[i : i + batch_size])
+                         for i in range(0, n_prompts, batch_size)])
     report = {
         "k": min(2 * task.n_dims, n_points - 1), "n_prompts": n_prompts, "ridge_lam": ridge_lam,
-        "least_squares": compare(grads, LeastSquares().weights(xs, ys)),
-        "ridge": compare(grads, Ridge(lam=ridge_lam).weights(xs, ys)),
+        **against_solvers(weights, xs, ys, ridge_lam),
     }
     out = Path(run_dir) / "explore"
     out.mkdir(parents=True, exist_ok=True)

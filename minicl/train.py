@@ -265,7 +265,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
         where = f"{device}" + (f" in {world} processes" if world > 1 else "")
         how = f"compiled ({tr.compile_mode})" if use_compile else "eager"
         print(f"training {model.num_parameters():,} parameters on {where}: {how}, {'bf16 autocast' if use_amp else 'fp32'}")
-    per_rank = tr.batch_size // world
+    mine = slice(rank * tr.batch_size // world, (rank + 1) * tr.batch_size // world)  # this rank's prompts
     loss_sum = torch.zeros((), device=device)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     last_log_time, last_log_step = time.perf_counter(), step
@@ -274,7 +274,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
     while step < tr.steps:
         n_dims, n_points = curriculum_at(cfg.task.curriculum, step, tr.curriculum)
         xs, ys = sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
-        loss = train_step(xs[rank * per_rank : (rank + 1) * per_rank], ys[rank * per_rank : (rank + 1) * per_rank], n_points)
+        loss = train_step(xs[mine], ys[mine], n_points)
         loss_sum += loss
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
         step += 1
