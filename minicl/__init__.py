@@ -12,7 +12,7 @@ __all__ = ["ICLClassifier", "ICLRegressor", "ModelConfig", "Transformer", "load_
 
 def __getattr__(name: str):
     if name in ("ICLRegressor", "ICLClassifier"):
-        from minicl import estimators
+        from minicl import estimators  # deferred: it loads scikit-learn
 
         return getattr(estimators, name)
     raise AttributeError(f"module 'minicl' has no attribute {name!r}")

@@ -290,7 +290,7 @@ def _fit_trees(make, xs: np.ndarray, ys: np.ndarray, queries: np.ndarray) -> np.
 
 def parallel_prefix_fits(make, xs, ys, queries, n_jobs: int | None) -> torch.Tensor:
     """_fit_trees over chunks of prompts in worker processes, one thread per fit."""
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed  # deferred, as sklearn and xgboost: loaded only by the tree baselines
 
     n_jobs = n_jobs or os.cpu_count() or 1
     arrays = [t.detach().cpu().double().numpy() for t in (xs, ys, queries)]
@@ -309,7 +309,7 @@ class DecisionTree:
     n_jobs: int | None = None
 
     def make(self):
-        from sklearn.tree import DecisionTreeRegressor
+        from sklearn.tree import DecisionTreeRegressor  # deferred: sklearn loads only when trees are fitted
 
         return DecisionTreeRegressor(max_depth=self.max_depth, random_state=self.seed)
 
@@ -329,7 +329,7 @@ class XGBoost:
     n_jobs: int | None = None
 
     def make(self):
-        from xgboost import XGBRegressor
+        from xgboost import XGBRegressor  # deferred: xgboost loads only when it is fitted
 
         return XGBRegressor(tree_method=self.tree_method, random_state=self.seed, n_jobs=1)
 

@@ -1,4 +1,6 @@
-"""Atomic checkpoint files and `load_model`. Imports torch only."""
+"""A run's checkpoints (written atomically, read back with a clear error) and `load_model`,
+for minicl's run directories and, through convert.py, the original code's. Imports torch only.
+"""
 
 import os
 import warnings
@@ -6,34 +8,11 @@ from pathlib import Path
 
 import torch
 
+from minicl.common import STATE, CheckpointError, save_atomic
+from minicl.convert import read_original_run
 from minicl.model import ModelConfig, Transformer
 
-STATE = "state.pt"  # latest checkpoint of a run; the one before it is kept as state.prev.pt
-PREVIOUS = "state.prev.pt"
-
-
-class CheckpointError(RuntimeError):
-    pass
-
-
-def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: `path` is never half-written."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
-        raise
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+PREVIOUS = "state.prev.pt"  # the checkpoint before the latest, STATE
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:
@@ -95,8 +74,6 @@ def read_run(path: str | os.PathLike) -> dict:
     if path.is_file():
         return read_checkpoint(path)
     if (path / "config.yaml").is_file():  # minicl keeps its config in .hydra/ and state.pt
-        from minicl.convert import read_original_run
-
         return read_original_run(path)
     state = latest_checkpoint(path)
     if state is None:

@@ -4,7 +4,8 @@ An original run directory holds `config.yaml` and `state.pt` ({"model_state_dict
 `model_<step>.pt` (a bare state dict) of a TransformerModel: `_read_in` Linear, a HuggingFace
 GPT2Model `_backbone` (Conv1D weights stored transposed) and `_read_out` Linear.
 `python -m minicl.convert ORIGINAL_DIR OUT_DIR` writes it once as a minicl run directory.
-Imports torch only (PyYAML, which Hydra brings, is loaded when a config is read).
+Imports torch only (PyYAML, which Hydra brings, is loaded when a config is read). It sits below
+checkpoint.py, which reads original runs through it.
 """
 
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from minicl.common import STATE, CheckpointError, save_atomic
 from minicl.model import ModelConfig
 
 # the original's task names -> minicl's, and its task_kwargs -> minicl's task fields
@@ -79,9 +81,7 @@ def original_config(raw: dict) -> tuple[ModelConfig, dict]:
 
 def read_original_run(path: Path) -> dict:
     """A minicl-style checkpoint dict (model, model_config, config, step) from an original run directory."""
-    import yaml
-
-    from minicl.checkpoint import CheckpointError
+    import yaml  # deferred: `import minicl` reaches this module and needs torch only
 
     path = Path(path)
     if not (path / "config.yaml").is_file():
@@ -107,8 +107,6 @@ def read_original_run(path: Path) -> dict:
 
 def convert_run(original_dir: str | Path, out_dir: str | Path) -> Path:
     """Write an original run directory as a minicl one (state.pt without optimiser state)."""
-    from minicl.checkpoint import STATE, save_atomic
-
     state = read_original_run(Path(original_dir))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

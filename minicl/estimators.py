@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from minicl.checkpoint import load_model
 from minicl.model import Transformer
 
 
@@ -31,8 +33,6 @@ class _InContext(BaseEstimator):
         if isinstance(self.model, Transformer):
             return self.model
         if isinstance(self.model, (str, Path)):
-            from minicl.checkpoint import load_model
-
             return load_model(self.model)
         raise TypeError(f"model must be a minicl Transformer or a run directory, got {type(self.model).__name__}")
 
@@ -90,8 +90,6 @@ class ICLClassifier(ClassifierMixin, _InContext):
     """A trained linear_classification model as an sklearn binary classifier (labels as ±1 in context)."""
 
     def fit(self, X, y):
-        from sklearn.utils.multiclass import check_classification_targets
-
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)

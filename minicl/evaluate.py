@@ -12,10 +12,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
-from minicl.tasks import PromptSampler, build_task, make_generators, sample_xs
+from minicl.baselines import build_baseline
+from minicl.checkpoint import model_from_state, read_run
+from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
+from minicl.config import register_schemas, task_from_config
+from minicl.tasks import build_task, make_generators, sample_xs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
@@ -32,28 +39,6 @@ def default_settings(task_name: str) -> list[str]:
     if task_name == "relu_2nn":
         return ["standard", "linear"]
     return ["standard"]
-
-
-@torch.no_grad()
-def predict_in_batches(predictor, xs, ys, queries=None, batch_size: int = 256) -> torch.Tensor:
-    """predictor(xs, ys, queries) over slices of the prompts, concatenated: (B, N)."""
-    parts = []
-    for i in range(0, len(xs), batch_size):
-        q = None if queries is None else queries[i : i + batch_size]
-        parts.append(predictor(xs[i : i + batch_size], ys[i : i + batch_size], q))
-    return torch.cat(parts)
-
-
-def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
-    """(B, N): squared error over the normaliser (the task's by default), or 0/1 accuracy for classification."""
-    if task.classification:
-        return (torch.sign(preds) == ys).float()
-    return (preds.float() - ys.float()) ** 2 / (normaliser or task.normaliser)
-
-
-def standard_prompts(task, n_prompts: int, n_points: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Fresh prompts at the full width from the evaluation streams of `seed` (disjoint from training)."""
-    return PromptSampler(task, n_points, make_generators(seed, device, "eval")).sample(n_prompts)
 
 
 # ---------------------------------------------------------------- settings
@@ -170,10 +155,7 @@ def format_table(metrics: dict) -> str:
 
 
 def plot_setting(name: str, s: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, m in s["models"].items():
@@ -197,8 +179,6 @@ def plot_setting(name: str, s: dict, path: Path) -> None:
 
 def load_baselines(baselines: dict) -> dict[str, Any]:
     """{display name: {name: registry name, **params}} -> {display name: callable}."""
-    from minicl.baselines import build_baseline
-
     out = {}
     for label, spec in baselines.items():
         spec = dict(spec)
@@ -229,10 +209,6 @@ def evaluate(
     progress: bool = True,
 ) -> dict:
     """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/."""
-    from tqdm import tqdm
-
-    from minicl.config import task_from_config
-
     task = task_from_config(OmegaConf.create(task_cfg))
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     settings = list(settings or default_settings(task.name))
@@ -271,9 +247,6 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
                  baselines_task: str | None = None, **kwargs) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
-    from minicl.checkpoint import model_from_state, read_run
-    from minicl.train import resolve_device
-
     run_dir = Path(run_dir)
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
@@ -291,30 +264,21 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
 # ---------------------------------------------------------------- command line
 
 
-def main() -> None:
-    import hydra
-    from hydra.core.hydra_config import HydraConfig
+register_schemas()
 
-    from minicl.config import register_schemas
 
-    register_schemas()
-
-    @hydra.main(version_base=None, config_path=str(CONF), config_name="evaluate")
-    def run(cfg: DictConfig) -> None:
-        options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
-        baselines = OmegaConf.to_container(cfg.baselines, resolve=True)
-        if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
-            evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
-            return
-        from minicl.train import resolve_device
-
-        metrics = evaluate(
-            OmegaConf.to_container(cfg.task, resolve=True), load_baselines(baselines),
-            HydraConfig.get().runtime.output_dir, device=resolve_device(cfg.device), **options,
-        )
-        print(format_table(metrics))
-
-    run()
+@hydra.main(version_base=None, config_path=str(CONF), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
+    baselines = OmegaConf.to_container(cfg.baselines, resolve=True)
+    if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
+        evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
+        return
+    metrics = evaluate(
+        OmegaConf.to_container(cfg.task, resolve=True), load_baselines(baselines),
+        HydraConfig.get().runtime.output_dir, device=resolve_device(cfg.device), **options,
+    )
+    print(format_table(metrics))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,16 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import hydra
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
-from minicl.evaluate import covariance_transform, predict_in_batches, summarise
+from minicl.checkpoint import model_from_state, read_run
+from minicl.common import predict_in_batches, pyplot, resolve_device
+from minicl.config import register_schemas, task_from_config
+from minicl.evaluate import CONF, covariance_transform, default_baselines, load_baselines, summarise
+from minicl.probe import probe_run
 from minicl.tasks import make_generators, sample_xs
 
 SWEEPS = {  # name: (default values, axis label, log axis)
@@ -71,11 +77,6 @@ def run_sweep(
     device="cpu", baselines: dict | None = None, max_points: int | None = None, out_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
-    from minicl.checkpoint import model_from_state, read_run
-    from minicl.config import task_from_config
-    from minicl.evaluate import default_baselines, load_baselines
-    from omegaconf import OmegaConf
-
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)} and 'probe'")
     state = read_run(run_dir)
@@ -116,10 +117,7 @@ def run_sweep(
 
 
 def plot_sweep(out: dict, out_dir: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     sweep, results = out["sweep"], out["results"]
     _, label, log = SWEEPS[sweep]
@@ -170,37 +168,25 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
 # ---------------------------------------------------------------- command line
 
 
-def main() -> None:
-    import hydra
-    from omegaconf import DictConfig, OmegaConf
+register_schemas()
 
-    from minicl.config import register_schemas
-    from minicl.evaluate import CONF
 
-    register_schemas()
-
-    @hydra.main(version_base=None, config_path=str(CONF), config_name="explore")
-    def run(cfg: DictConfig) -> None:
-        from minicl.train import resolve_device
-
-        device = resolve_device(cfg.device)
-        if cfg.sweep == "probe":
-            from minicl.probe import probe_run
-
-            report = probe_run(cfg.run, n_prompts=cfg.n_prompts, seed=cfg.seed, device=device)
-            k = report["k"]
-            print(f"implicit weights vs least squares, cosine at k={k}: {report['least_squares']['cosine'][k]:.4f}")
-            return
-        baselines = None if cfg.baselines is None else OmegaConf.to_container(cfg.baselines, resolve=True)
-        out = run_sweep(cfg.run, cfg.sweep, cfg.k, cfg.grid, cfg.n_prompts, cfg.seed, device, baselines, cfg.max_points)
-        models = list(out["results"][0]["models"])
-        at = "k = the swept value" if cfg.sweep == "length" else f"k={out['k']}"
-        print(f"{cfg.sweep:>10} " + "".join(f"{m:>16}" for m in models) + f"   (error / signal at {at})")
-        for r in out["results"]:
-            k = int(r["value"]) if cfg.sweep == "length" else out["k"]
-            print(f"{r['value']:>10g} " + "".join(f"{r['models'][m]['mean'][k]:>16.4f}" for m in models))
-
-    run()
+@hydra.main(version_base=None, config_path=str(CONF), config_name="explore")
+def main(cfg: DictConfig) -> None:
+    device = resolve_device(cfg.device)
+    if cfg.sweep == "probe":
+        report = probe_run(cfg.run, n_prompts=cfg.n_prompts, seed=cfg.seed, device=device)
+        k = report["k"]
+        print(f"implicit weights vs least squares, cosine at k={k}: {report['least_squares']['cosine'][k]:.4f}")
+        return
+    baselines = None if cfg.baselines is None else OmegaConf.to_container(cfg.baselines, resolve=True)
+    out = run_sweep(cfg.run, cfg.sweep, cfg.k, cfg.grid, cfg.n_prompts, cfg.seed, device, baselines, cfg.max_points)
+    models = list(out["results"][0]["models"])
+    at = "k = the swept value" if cfg.sweep == "length" else f"k={out['k']}"
+    print(f"{cfg.sweep:>10} " + "".join(f"{m:>16}" for m in models) + f"   (error / signal at {at})")
+    for r in out["results"]:
+        k = int(r["value"]) if cfg.sweep == "length" else out["k"]
+        print(f"{r['value']:>10g} " + "".join(f"{r['models'][m]['mean'][k]:>16.4f}" for m in models))
 
 
 if __name__ == "__main__":

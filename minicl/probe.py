@@ -11,8 +11,12 @@ import json
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from minicl.baselines import LeastSquares, Ridge
+from minicl.checkpoint import model_from_state, read_run
+from minicl.common import pyplot, standard_prompts
+from minicl.config import task_from_config
 
 
 def compare(found: torch.Tensor, reference: torch.Tensor) -> dict[str, list]:
@@ -55,12 +59,6 @@ def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float
 
 def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0) -> dict:
     """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
-    from omegaconf import OmegaConf
-
-    from minicl.checkpoint import model_from_state, read_run
-    from minicl.config import task_from_config
-    from minicl.evaluate import standard_prompts
-
     state = read_run(run_dir)
     task = task_from_config(OmegaConf.create(state["config"]["task"]))
     model = model_from_state(state).to(device)
@@ -80,10 +78,7 @@ def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch
 
 
 def plot_probe(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     for name in ("least_squares", "ridge"):

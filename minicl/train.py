@@ -1,6 +1,9 @@
 """Training: `python -m minicl.train task=<name> [model=<size>] [experiment=<name>] [trainer.<knob>=...]`.
 
 `train(cfg, run_dir)` is the plain function behind the Hydra entry point; tests call it directly.
+It reads as the run's story: set up (device, processes, run directory, model, optimiser,
+sampler), resume from a checkpoint, the step loop (with what happens at a logging or checkpoint
+step), the final report. What those pieces share lives in one `Run`.
 Rerunning the same command in the same run directory resumes from its last checkpoint.
 """
 
@@ -10,7 +13,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import hydra
@@ -19,13 +22,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from minicl.baselines import LeastSquares
 from minicl.checkpoint import latest_checkpoint, save_atomic, save_checkpoint
+from minicl.common import pointwise_metric, predict_in_batches, resolve_device, standard_prompts
 from minicl.config import check_config, model_config, register_schemas, task_from_config
-from minicl.evaluate import pointwise_metric, predict_in_batches, standard_prompts
-from minicl.model import Transformer
+from minicl.evaluate import evaluate_run
+from minicl.model import ModelConfig, Transformer
 from minicl.tasks import PromptSampler, curriculum_at, make_generators
 
 register_schemas()
@@ -35,14 +40,6 @@ RESUMABLE_CHANGES = {
     "steps", "checkpoint_every", "snapshot_every", "log_every", "eval_prompts", "evaluate_at_end", "progress",
     "on_nonfinite", "device",
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=cpu")
-    return torch.device(name)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -184,12 +181,75 @@ def check_writable(run_dir: Path, needed_bytes: int) -> None:
         )
 
 
+@dataclass
+class Run:
+    """What the pieces of one training run share."""
+
+    cfg: DictConfig
+    run_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    task: object
+    model_config: ModelConfig
+    model: Transformer
+    opt: torch.optim.Optimizer
+    sampler: PromptSampler
+    step: int = 0
+    train_step: TrainStep | None = None
+    resolved: dict = field(default_factory=dict)  # the config as saved in every checkpoint
+
+    @property
+    def writes(self) -> bool:
+        return self.rank == 0  # rank 0 alone writes logs and checkpoints
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+
+@dataclass
+class Tally:
+    """What the loop keeps between logging steps: the loss summed on the device (read only at
+    logging steps), the first step with a non-finite loss (-1: none), and where the last log was."""
+
+    loss_sum: torch.Tensor
+    first_bad: torch.Tensor
+    since_step: int
+    since_time: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def starting_at(cls, run: Run) -> "Tally":
+        zero = torch.zeros((), device=run.device)
+        return cls(zero, torch.full((), -1, device=run.device, dtype=torch.long), run.step)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        self.loss_sum += loss
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
     """Train (or resume) the run described by `cfg` in `run_dir`; returns the trained model.
 
     Under torchrun every rank draws the global batch from the same generators and keeps its
     slice, so N processes see the prompts one process would; rank 0 alone writes."""
     check_config(cfg)
+    run = set_up(cfg, run_dir)
+    resume(run)
+    run.train_step = make_train_step(run)  # after resuming: DDP broadcasts the weights it finds
+    announce(run)
+    run_steps(run)
+    if run.writes:
+        final_report(run.model, run.task, cfg, run.device, run.run_dir)
+        if cfg.trainer.evaluate_at_end:
+            evaluate_run(run.run_dir)
+    if run.world > 1:
+        dist.barrier()
+    return run.model.eval()
+
+
+def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
+    """Device and processes, the run directory, and a freshly initialised model, optimiser and sampler."""
     tr = cfg.trainer
     rank, world, device = init_distributed(tr.device)
     if tr.batch_size % world:
@@ -200,130 +260,148 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
         run_dir = shared[0]
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    use_compile = device.type == "cuda" if tr.compile is None else tr.compile
-    use_amp = bf16_is_fast(device) if tr.amp is None else tr.amp
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
-    task = task_from_config(cfg.task)
-    mc = model_config(cfg)
+    task, mc = task_from_config(cfg.task), model_config(cfg)
     torch.manual_seed(tr.seed)  # model initialisation and dropout
     model = Transformer(mc).to(device)
     if rank == 0:
         check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
-    opt = make_optimizer(model, tr.lr)
-    n_points_max = cfg.task.curriculum.points.end
     sampler = PromptSampler(
-        task, n_points_max, make_generators(tr.seed, device),
+        task, cfg.task.curriculum.points.end, make_generators(tr.seed, device),
         cfg.task.num_tasks, cfg.task.num_training_examples, pool_seed=tr.seed,
     )
+    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler,
+               resolved=OmegaConf.to_container(cfg, resolve=True))
 
-    step = 0
-    log_path = run_dir / "metrics.jsonl"
-    state = latest_checkpoint(run_dir)
-    if state is not None:
-        diffs = config_differences(state["config"], resolved)
-        if diffs:
-            raise ValueError(f"{run_dir} holds a run with a different config; refusing to resume: " + "; ".join(diffs))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["rng"]["sampler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-        step = state["step"]
-        if rank == 0:
-            truncate_log(log_path, step)
-            print(f"resuming {run_dir} from step {step}")
 
-    def checkpoint() -> dict:
-        return {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-            "config": resolved, "model_config": asdict(mc),
-            "rng": {
-                "sampler": sampler.state_dict(), "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-            },
-        }
+def resume(run: Run) -> None:
+    """Load the run directory's newest intact checkpoint, if any, refusing one of another config."""
+    state = latest_checkpoint(run.run_dir)
+    if state is None:
+        return
+    diffs = config_differences(state["config"], run.resolved)
+    if diffs:
+        raise ValueError(f"{run.run_dir} holds a run with a different config; refusing to resume: " + "; ".join(diffs))
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sampler.load_state_dict(state["rng"]["sampler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    if run.device.type == "cuda" and state["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], run.device)
+    run.step = state["step"]
+    if run.writes:
+        truncate_log(run.log_path, run.step)
+        print(f"resuming {run.run_dir} from step {run.step}")
 
-    def write(save, what: str) -> None:
-        try:
-            save()
-        except OSError as e:
-            raise OSError(e.errno, f"could not write the {what} of step {step} in {run_dir} ({e.strerror}); "
-                          "the checkpoints already there are intact") from e
 
+def make_train_step(run: Run) -> TrainStep:
+    """The step with the run's precision and compilation (resolving trainer.amp and trainer.compile)."""
+    tr, device = run.cfg.trainer, run.device
     wrapper = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
+    if run.world > 1:
         wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
-    train_step = TrainStep(model, opt, task, n_points_max, use_compile, use_amp, tr.grad_clip,
-                           skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode)
-    if rank == 0:
-        where = f"{device}" + (f" in {world} processes" if world > 1 else "")
-        how = f"compiled ({tr.compile_mode})" if use_compile else "eager"
-        print(f"training {model.num_parameters():,} parameters on {where}: {how}, {'bf16 autocast' if use_amp else 'fp32'}")
-    mine = slice(rank * tr.batch_size // world, (rank + 1) * tr.batch_size // world)  # this rank's prompts
-    loss_sum = torch.zeros((), device=device)
-    first_bad = torch.full((), -1, device=device, dtype=torch.long)
-    last_log_time, last_log_step = time.perf_counter(), step
-    bar = tqdm(total=tr.steps, initial=step, disable=not tr.progress or rank > 0, dynamic_ncols=True)
-    model.train()
-    while step < tr.steps:
-        n_dims, n_points = curriculum_at(cfg.task.curriculum, step, tr.curriculum)
-        xs, ys = sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
-        loss = train_step(xs[mine], ys[mine], n_points)
-        loss_sum += loss
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
-        step += 1
-        bar.update(1)
+    return TrainStep(
+        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end,
+        compile=device.type == "cuda" if tr.compile is None else tr.compile,
+        amp=bf16_is_fast(device) if tr.amp is None else tr.amp,
+        grad_clip=tr.grad_clip, skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode,
+    )
 
-        log_now, save_now = step % tr.log_every == 0 or step == tr.steps, step % tr.checkpoint_every == 0 or step == tr.steps
-        if not (log_now or save_now):
-            continue
-        if world > 1:  # the global mean loss, and a bad step on any rank stops every rank
-            dist.all_reduce(loss_sum)
-            loss_sum /= world
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MAX)
-        if first_bad.item() >= 0:  # host sync only on logging and checkpoint steps
-            raise FloatingPointError(
-                f"non-finite loss at step {first_bad.item()}; stopping. The last good checkpoint in {run_dir} "
-                "is kept (lower trainer.lr, set trainer.grad_clip, or trainer.on_nonfinite=skip)"
-            )
-        if log_now and rank == 0:
-            now = time.perf_counter()
-            record = {
-                "step": step, "loss": loss_sum.item() / (step - last_log_step), "active_dims": n_dims,
-                "points": n_points, "steps_per_s": (step - last_log_step) / (now - last_log_time),
-            }
-            if train_step.skip_nonfinite:
-                record["skipped"] = train_step.skipped
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['loss']:.4f}", dims=n_dims, points=n_points)
-            last_log_time = now
-        if log_now:
-            loss_sum.zero_()
-            last_log_step = step
-        if save_now and rank == 0:
-            write(lambda: save_checkpoint(checkpoint(), run_dir), "checkpoint")
-        if tr.snapshot_every and step % tr.snapshot_every == 0 and rank == 0:
-            snapshot = checkpoint()
-            del snapshot["optimizer"]
-            write(lambda: save_atomic(snapshot, run_dir / f"model_{step}.pt"), "snapshot")
+
+def announce(run: Run) -> None:
+    """One line at the start: how many parameters, where, compiled or eager, which precision."""
+    if not run.writes:
+        return
+    where = f"{run.device}" + (f" in {run.world} processes" if run.world > 1 else "")
+    ts = run.train_step
+    how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
+    print(f"training {run.model.num_parameters():,} parameters on {where}: {how}, {'bf16 autocast' if ts.amp else 'fp32'}")
+
+
+def run_steps(run: Run) -> None:
+    """The step loop: sample the global batch, step on this rank's slice of it, and at logging or
+    checkpoint steps check the loss, log and save."""
+    tr = run.cfg.trainer
+    mine = slice(run.rank * tr.batch_size // run.world, (run.rank + 1) * tr.batch_size // run.world)
+    tally = Tally.starting_at(run)
+    bar = tqdm(total=tr.steps, initial=run.step, disable=not tr.progress or not run.writes, dynamic_ncols=True)
+    run.model.train()
+    while run.step < tr.steps:
+        n_dims, n_points = curriculum_at(run.cfg.task.curriculum, run.step, tr.curriculum)
+        xs, ys = run.sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
+        tally.add(run.train_step(xs[mine], ys[mine], n_points), run.step)
+        run.step += 1
+        bar.update(1)
+        at_boundary(run, tally, bar, n_dims, n_points)
     bar.close()
 
-    if rank == 0:
-        final_report(model, task, cfg, device, run_dir)
-        if tr.evaluate_at_end:
-            from minicl.evaluate import evaluate_run
 
-            evaluate_run(run_dir)
-    if world > 1:
-        dist.barrier()
-    return model.eval()
+def at_boundary(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
+    """At a logging or checkpoint step (the only host syncs): stop on a non-finite loss, log, save."""
+    tr, step = run.cfg.trainer, run.step
+    log_now = step % tr.log_every == 0 or step == tr.steps
+    save_now = step % tr.checkpoint_every == 0 or step == tr.steps
+    if not (log_now or save_now):
+        return
+    if run.world > 1:  # the global mean loss, and a bad step on any rank stops every rank
+        dist.all_reduce(tally.loss_sum)
+        tally.loss_sum /= run.world
+        dist.all_reduce(tally.first_bad, op=dist.ReduceOp.MAX)
+    if tally.first_bad.item() >= 0:
+        raise FloatingPointError(
+            f"non-finite loss at step {tally.first_bad.item()}; stopping. The last good checkpoint in {run.run_dir} "
+            "is kept (lower trainer.lr, set trainer.grad_clip, or trainer.on_nonfinite=skip)"
+        )
+    if log_now:
+        if run.writes:
+            log(run, tally, bar, n_dims, n_points)
+        tally.loss_sum.zero_()
+        tally.since_step = step
+    if save_now and run.writes:
+        write(run, lambda: save_checkpoint(checkpoint(run), run.run_dir), "checkpoint")
+    if tr.snapshot_every and step % tr.snapshot_every == 0 and run.writes:
+        snapshot = checkpoint(run)
+        del snapshot["optimizer"]
+        write(run, lambda: save_atomic(snapshot, run.run_dir / f"model_{step}.pt"), "snapshot")
+
+
+def log(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
+    """One line of metrics.jsonl (mean loss since the last log, curriculum, speed) and the bar's postfix."""
+    now, steps = time.perf_counter(), run.step - tally.since_step
+    record = {
+        "step": run.step, "loss": tally.loss_sum.item() / steps, "active_dims": n_dims,
+        "points": n_points, "steps_per_s": steps / (now - tally.since_time),
+    }
+    if run.train_step.skip_nonfinite:
+        record["skipped"] = run.train_step.skipped
+    with open(run.log_path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    bar.set_postfix(loss=f"{record['loss']:.4f}", dims=n_dims, points=n_points)
+    tally.since_time = now
+
+
+def checkpoint(run: Run) -> dict:
+    """Everything a resume needs: weights, optimiser, step, config and every random stream."""
+    device = run.device
+    return {
+        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
+        "config": run.resolved, "model_config": asdict(run.model_config),
+        "rng": {
+            "sampler": run.sampler.state_dict(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        },
+    }
+
+
+def write(run: Run, save, what: str) -> None:
+    """Call `save`, naming the step and the run directory if the disk refuses it."""
+    try:
+        save()
+    except OSError as e:
+        raise OSError(e.errno, f"could not write the {what} of step {run.step} in {run.run_dir} ({e.strerror}); "
+                      "the checkpoints already there are intact") from e
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="train")

@@ -1,0 +1,78 @@
+"""What the commands and the checkpoint code share, below all of them: where to run, fresh
+evaluation prompts, batched prediction, the pointwise metric, atomic file writes, figures.
+
+Imports torch and minicl.tasks only (it sits under `import minicl`).
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from minicl.tasks import PromptSampler, make_generators
+
+STATE = "state.pt"  # a run's latest checkpoint (checkpoint.py keeps the one before it too)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or run directory that is missing, cut short or not what it claims to be."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=cpu")
+    return torch.device(name)
+
+
+def standard_prompts(task, n_prompts: int, n_points: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh prompts at the full width from the evaluation streams of `seed` (disjoint from training)."""
+    return PromptSampler(task, n_points, make_generators(seed, device, "eval")).sample(n_prompts)
+
+
+@torch.no_grad()
+def predict_in_batches(predictor, xs, ys, queries=None, batch_size: int = 256) -> torch.Tensor:
+    """predictor(xs, ys, queries) over slices of the prompts, concatenated: (B, N)."""
+    parts = []
+    for i in range(0, len(xs), batch_size):
+        q = None if queries is None else queries[i : i + batch_size]
+        parts.append(predictor(xs[i : i + batch_size], ys[i : i + batch_size], q))
+    return torch.cat(parts)
+
+
+def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
+    """(B, N): squared error over the normaliser (the task's by default), or 0/1 accuracy for classification."""
+    if task.classification:
+        return (torch.sign(preds) == ys).float()
+    return (preds.float() - ys.float()) ** 2 / (normaliser or task.normaliser)
+
+
+def save_atomic(obj, path: Path) -> None:
+    """Write to a temporary file, flush it to disk, then rename: `path` is never half-written."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files (the Agg backend), for the commands' figures."""
+    import matplotlib  # deferred: matplotlib loads only when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # deferred, as above
+
+    return plt
