@@ -321,17 +321,19 @@ class DecisionTree:
 @register("xgboost")
 @dataclass
 class XGBoost:
-    """XGBoost's regressor with its defaults, one thread per fit. tree_method='exact' is what
-    xgboost's default ('auto') chose for data this small before 2.0, so as the paper ran it."""
+    """XGBoost's regressor with its defaults as the paper ran them (xgboost 1.x), one thread per
+    fit: tree_method='exact', what 'auto' chose for data this small before 2.0, and base_score=0.5,
+    the 1.x default (2.0 and later estimate it from the labels)."""
 
     tree_method: str = "exact"
+    base_score: float = 0.5
     seed: int = 0
     n_jobs: int | None = None
 
     def make(self):
         from xgboost import XGBRegressor  # deferred: xgboost loads only when it is fitted
 
-        return XGBRegressor(tree_method=self.tree_method, random_state=self.seed, n_jobs=1)
+        return XGBRegressor(tree_method=self.tree_method, base_score=self.base_score, random_state=self.seed, n_jobs=1)
 
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)

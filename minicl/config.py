@@ -36,6 +36,7 @@ class TaskSchema:
     noise_std: float = 1.0  # noisy_linear
     hidden: int = 100  # relu_2nn
     depth: int = 4  # decision_tree
+    split_dims: str = "all"  # decision_tree: split coordinates over all dims (the original's) or the active ones
     w_scale: float = 1.0
     num_tasks: Optional[int] = None  # finite pool of functions
     num_training_examples: Optional[int] = None  # finite pool of prompts

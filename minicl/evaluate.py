@@ -22,10 +22,11 @@ from minicl.baselines import build_baseline
 from minicl.checkpoint import model_from_state, read_run
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
 from minicl.config import register_schemas, task_from_config
-from minicl.tasks import build_task, make_generators, sample_xs
+from minicl.tasks import Linear, build_task, make_generators, sample_xs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
+NOISY_TASKS = ("linear", "sparse_linear", "noisy_linear")  # those with a noisy_linear setting
 SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
 SCALES = ["0.333", "0.5", "2", "3"]
 
@@ -33,7 +34,7 @@ SCALES = ["0.333", "0.5", "2", "3"]
 def default_settings(task_name: str) -> list[str]:
     """The paper's settings for a task: every shift for the linear classes, standard for the others."""
     if task_name in LINEAR_TASKS:
-        noisy = ["noisy_linear"] if task_name in ("linear", "sparse_linear", "noisy_linear") else []
+        noisy = ["noisy_linear"] if task_name in NOISY_TASKS else []
         scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
         return ["standard", *SHIFTS, *scales, *noisy]
     if task_name == "relu_2nn":
@@ -88,14 +89,16 @@ def check_setting(setting: str) -> None:
         raise ValueError(f"unknown evaluation setting {setting!r}; known: {sorted(fixed)}, scale_x_<factor>, scale_y_<factor>")
 
 
-def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int, device="cpu") -> Prompts:
-    """Prompts of one evaluation setting (see default_settings); seeded by `seed` and the setting."""
+def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int, device="cpu",
+                    noise_std: float = 1.0) -> Prompts:
+    """Prompts of one evaluation setting (see default_settings); seeded by `seed` and the setting.
+    `noise_std` is the label noise of the noisy_linear setting (the run's task.noise_std)."""
     check_setting(setting)
     gens = make_generators(seed, device, "eval")
     d = task.n_dims
-    if setting == "noisy_linear":
-        task = build_task("noisy_linear", n_dims=d, noise_std=1.0)
-    elif setting == "linear":
+    if setting == "noisy_linear" and task.name not in NOISY_TASKS:
+        raise ValueError(f"the noisy_linear setting needs one of the tasks {NOISY_TASKS}, not {task.name!r}")
+    if setting == "linear":
         task = build_task("linear", n_dims=d)
     elif setting.startswith("scale_y_"):
         task = replace(task, w_scale=task.w_scale * float(setting.removeprefix("scale_y_")))
@@ -119,9 +122,21 @@ def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int
     elif setting == "overlapping_train_test":
         earlier = (torch.rand(n_prompts, n_points, generator=gens["inputs"], device=device) * torch.arange(n_points, device=device)).long()
         queries = xs.gather(1, earlier.unsqueeze(-1).expand(-1, -1, d))  # query i = x_j, j < i (x_0 at i = 0)
+    if setting == "noisy_linear":
+        ys = noisy_labels(task, params, xs, noise_std, gens["noise"])
+        return Prompts(xs, ys, None, ys, task)
     ys = task.apply(params, xs, gens["noise"])
     targets = ys if queries is None else task.apply(params, queries, gens["noise"])
     return Prompts(xs, ys, queries, targets, task)
+
+
+def noisy_labels(task, params, xs: torch.Tensor, noise_std: float, gen: torch.Generator) -> torch.Tensor:
+    """The original's noisy setting: the task's noiseless labels (sparse w stays sparse) plus
+    N(0, noise_std^2), rescaled by sqrt(normaliser) / std(labels) over all prompts so that their
+    variance is the signal's again (sqrt(d) / std for linear, as the original; sqrt(s) for sparse)."""
+    ys = Linear.apply(task, params, xs)  # noisy_linear's own apply would add its noise a second time
+    ys = ys + noise_std * torch.randn(ys.shape, generator=gen, device=gen.device)
+    return ys * math.sqrt(task.normaliser) / ys.std()
 
 
 # ---------------------------------------------------------------- metrics, table, plots
@@ -220,7 +235,7 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     for setting in settings:
-        p = setting_prompts(setting, task, n_prompts, n_points, seed, device)
+        p = setting_prompts(setting, task, n_prompts, n_points, seed, device, task_cfg.get("noise_std", 1.0))
         # predicting 0 does equally badly at every k: one number, repeated for the plot's dashed line
         trivial = pointwise_metric(p.task, torch.zeros_like(p.targets), p.targets, task.normaliser).mean().expand(p.targets.shape[1])
         entry = {

@@ -105,10 +105,15 @@ class SparseLinear(Linear):
             raise ValueError(f"sparsity={self.sparsity} must be in 1..n_dims={self.n_dims}")
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        return self.with_support(super().sample(gen, batch, n_active), gen, n_active)
+
+    def with_support(self, params: Params, gen: torch.Generator, n_active: int) -> Params:
+        """w with all but `sparsity` coordinates zeroed, the support drawn uniformly over the active
+        dims. A finite pool keeps dense w and draws a support per batch, as the original does."""
         if self.sparsity > n_active:
             raise ValueError(f"sparsity={self.sparsity} is larger than the {n_active} active dims")
-        w = _randn(gen, batch, self.n_dims) * self.w_scale
-        support = torch.rand(batch, n_active, generator=gen, device=gen.device).argsort(dim=1)[:, : self.sparsity]
+        w = params["w"]
+        support = torch.rand(w.shape[0], n_active, generator=gen, device=gen.device).argsort(dim=1)[:, : self.sparsity]
         mask = torch.zeros_like(w).scatter_(1, support, 1.0)
         return {"w": w * mask}
 
@@ -179,16 +184,24 @@ class Relu2NN:
 @register("decision_tree")
 @dataclass
 class DecisionTree:
-    """Full binary tree of `depth`: inner node j tests coordinate coords[j] (uniform over the active
-    dims) and goes right when x[coord] > 0; nodes are numbered heap-style, leaves hold N(0, 1) values."""
+    """Full binary tree of `depth`: inner node j tests coordinate coords[j] and goes right when
+    x[coord] > 0; nodes are numbered heap-style, leaves hold N(0, 1) values. The coordinates are
+    uniform over all dims, as in the original (early in the curriculum most splits then test a
+    zeroed coordinate and go left); split_dims="active" draws them from the active dims only."""
 
     n_dims: int
     depth: int = 4
+    split_dims: str = "all"
     classification = False
+
+    def __post_init__(self):
+        if self.split_dims not in ("all", "active"):
+            raise ValueError(f"split_dims must be 'all' or 'active', got {self.split_dims!r}")
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
         n_inner = 2**self.depth - 1
-        coords = torch.randint(0, n_active, (batch, n_inner), generator=gen, device=gen.device)
+        high = n_active if self.split_dims == "active" else self.n_dims
+        coords = torch.randint(0, high, (batch, n_inner), generator=gen, device=gen.device)
         return {"coords": coords, "leaves": _randn(gen, batch, n_inner + 1)}
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
@@ -238,7 +251,8 @@ class PromptSampler:
     Always samples `n_points` points at the full width, with coordinates past the active dims
     zeroed, so the shapes in the training step never change. `num_tasks` fixes a pool of
     functions and `num_training_examples` a pool of prompts (inputs and functions), both drawn
-    once from `pool_seed`.
+    once from `pool_seed`. A pool of sparse tasks holds dense w and draws each batch's supports
+    over the active dims (as the original does); a pool of prompts keeps its functions whole.
     """
 
     def __init__(
@@ -252,12 +266,15 @@ class PromptSampler:
     ):
         self.task, self.n_points, self.gens = task, n_points, gens
         self.function_pool = self.input_pool = None
+        self.resample_support = False
         self.pool_size = pool_size = num_training_examples or num_tasks
         if pool_size is not None:
             if pool_size <= 0:
                 raise ValueError(f"num_tasks / num_training_examples must be positive, got {pool_size}")
             pool_gens = make_generators(pool_seed, gens["functions"].device, "pool")
-            self.function_pool = task.sample(pool_gens["functions"], pool_size, task.n_dims)
+            self.resample_support = isinstance(task, SparseLinear) and num_training_examples is None
+            pooled = Linear.sample if self.resample_support else type(task).sample
+            self.function_pool = pooled(task, pool_gens["functions"], pool_size, task.n_dims)
             if num_training_examples is not None:
                 self.input_pool = sample_xs(pool_gens["inputs"], pool_size, n_points, task.n_dims)
 
@@ -270,6 +287,8 @@ class PromptSampler:
         else:
             index = torch.randint(0, self.pool_size, (batch,), generator=fgen, device=fgen.device)
             params = {k: v[index] for k, v in self.function_pool.items()}
+            if self.resample_support:
+                params = self.task.with_support(params, fgen, n_active)
         if self.input_pool is None:
             xs = sample_xs(self.gens["inputs"], batch, self.n_points, n_dims, n_active)
         else:

@@ -272,8 +272,11 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
         task, cfg.task.curriculum.points.end, make_generators(tr.seed, device),
         cfg.task.num_tasks, cfg.task.num_training_examples, pool_seed=tr.seed,
     )
-    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler,
-               resolved=OmegaConf.to_container(cfg, resolve=True))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    trainer = resolved["trainer"]  # the saved config names the precision and compilation that ran
+    trainer["amp"] = bf16_is_fast(device) if tr.amp is None else tr.amp
+    trainer["compile"] = device.type == "cuda" if tr.compile is None else tr.compile
+    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler, resolved=resolved)
 
 
 def resume(run: Run) -> None:
@@ -297,16 +300,14 @@ def resume(run: Run) -> None:
 
 
 def make_train_step(run: Run) -> TrainStep:
-    """The step with the run's precision and compilation (resolving trainer.amp and trainer.compile)."""
-    tr, device = run.cfg.trainer, run.device
+    """The step with the run's precision and compilation (trainer.amp and trainer.compile, resolved)."""
+    tr, device = run.resolved["trainer"], run.device
     wrapper = None
     if run.world > 1:
         wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
     return TrainStep(
-        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end,
-        compile=device.type == "cuda" if tr.compile is None else tr.compile,
-        amp=bf16_is_fast(device) if tr.amp is None else tr.amp,
-        grad_clip=tr.grad_clip, skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode,
+        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end, compile=tr["compile"], amp=tr["amp"],
+        grad_clip=tr["grad_clip"], skip_nonfinite=tr["on_nonfinite"] == "skip", wrapper=wrapper, compile_mode=tr["compile_mode"],
     )
 
 
@@ -317,7 +318,8 @@ def announce(run: Run) -> None:
     where = f"{run.device}" + (f" in {run.world} processes" if run.world > 1 else "")
     ts = run.train_step
     how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
-    print(f"training {run.model.num_parameters():,} parameters on {where}: {how}, {'bf16 autocast' if ts.amp else 'fp32'}")
+    precision = "bf16 autocast" if ts.amp else "fp32 (TF32 matmuls)" if run.device.type == "cuda" else "fp32"
+    print(f"training {run.model.num_parameters():,} parameters on {where}: {how}, {precision}")
 
 
 def run_steps(run: Run) -> None:

@@ -106,7 +106,8 @@ def test_batched_2nn_forward_matches_module():
 @pytest.mark.parametrize("name, params, make", [
     ("decision_tree", {"max_depth": 4}, lambda: DecisionTreeRegressor(max_depth=4, random_state=0)),
     ("decision_tree", {}, lambda: DecisionTreeRegressor(random_state=0)),
-    ("xgboost", {}, lambda: XGBRegressor(tree_method="exact", random_state=0, n_jobs=1)),
+    # the original ran xgboost 1.x: exact trees and base_score 0.5 were its defaults
+    ("xgboost", {}, lambda: XGBRegressor(tree_method="exact", base_score=0.5, random_state=0, n_jobs=1)),
 ])
 def test_tree_baselines_match_per_prompt_fits(name, params, make):
     xs, ys, qs = prompts(B=3, N=8, D=4)

@@ -1,11 +1,14 @@
 import json
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from minicl.evaluate import check_setting, default_baselines, default_settings, evaluate, evaluate_run, load_baselines, setting_prompts
+from minicl.baselines import LeastSquares
+from minicl.evaluate import (check_setting, default_baselines, default_settings, evaluate, evaluate_run, load_baselines,
+                             noisy_labels, setting_prompts)
 from minicl.tasks import build_task
 from minicl.train import train
 
@@ -59,7 +62,31 @@ def test_scales_and_noise():
     noisy = prompts("noisy_linear", n=2000)
     base = prompts("standard", n=2000)
     torch.testing.assert_close(noisy.xs, base.xs)  # same input and function streams, noise added
-    assert (noisy.ys - base.ys).std().item() == pytest.approx(1.0, rel=0.05)
+    # the original's noisy setting: (x.w + N(0, 1)) * sqrt(d) / std, the std about sqrt(d + 1)
+    assert noisy.ys.std().item() == pytest.approx(math.sqrt(D), rel=1e-5)
+    assert (noisy.ys * math.sqrt(D + 1) / math.sqrt(D) - base.ys).std().item() == pytest.approx(1.0, rel=0.05)
+
+
+def test_noisy_labels_are_the_originals_on_fixed_inputs():
+    task = build_task("linear", n_dims=D)
+    params, xs = {"w": torch.randn(3, D)}, torch.randn(3, 7, D)
+    got = noisy_labels(task, params, xs, 0.5, torch.Generator().manual_seed(3))
+    noise = torch.randn(3, 7, generator=torch.Generator().manual_seed(3))
+    ys = (xs @ params["w"].unsqueeze(-1)).squeeze(-1) + 0.5 * noise
+    torch.testing.assert_close(got, ys * math.sqrt(D) / ys.std())
+
+
+def test_noisy_setting_uses_the_tasks_noise_and_keeps_sparse_w_sparse():
+    clean, noisy = (setting_prompts("noisy_linear", build_task("linear", n_dims=D), 2000, N, 0, noise_std=s) for s in (0.0, 2.0))
+    residual = noisy.ys * math.sqrt(D + 4.0) / math.sqrt(D) - clean.ys  # undo the rescaling
+    assert residual.std().item() == pytest.approx(2.0, rel=0.05)
+    sparse = build_task("sparse_linear", n_dims=10, sparsity=2)
+    p = setting_prompts("noisy_linear", sparse, 64, 30, 0, noise_std=0.0)
+    w = LeastSquares().weights(p.xs, p.ys)[:, -1]  # 29 noiseless points in 10 dims: w exactly
+    assert ((w.abs() > 1e-4).sum(1) == 2).all()
+    assert p.ys.pow(2).mean().item() == pytest.approx(sparse.normaliser, rel=1e-3)  # predicting 0 scores 1
+    with pytest.raises(ValueError, match="noisy_linear setting needs one of the tasks"):
+        setting_prompts("noisy_linear", build_task("quadratic", n_dims=D), 8, N, 0)
 
 
 def test_unknown_setting_is_refused():
@@ -93,7 +120,9 @@ def test_metrics_and_plots_are_written_and_reproducible(tmp_path):
 def test_default_baselines_per_task():
     assert set(default_baselines(task_cfg("sparse_linear"))) >= {"lasso_1", "lasso_1e-4"}
     assert default_baselines(task_cfg("noisy_linear"))["ridge"] == {"name": "ridge", "noise_std": 1.0}
-    assert {"decision_tree_4", "xgboost"} <= set(default_baselines(task_cfg("decision_tree")))
+    trees = default_baselines(task_cfg("decision_tree"))
+    assert {"decision_tree_4", "xgboost"} <= set(trees)
+    assert trees["gd_2nn"] == {"name": "gd_2nn", "hidden": 100, "lr": 0.005, "steps": 100}  # in the original's tree plots
 
 
 def test_evaluate_run_writes_next_to_the_run(tiny_cfg, tmp_path):

@@ -68,9 +68,18 @@ def test_sparse_support_lies_in_active_dims():
     assert nz[:, :5].float().mean(0).min() > 0.45  # support uniform over the 5 active dims: 3/5 each
 
 
-def test_decision_tree_tests_active_coords_only():
-    _, p, _, _ = sample("decision_tree", batch=200, n_dims=10, n_active=3)
-    assert p["coords"].max() < 3 and p["coords"].shape == (200, 15)
+def test_decision_tree_split_coords_are_the_originals_or_the_active_ones():
+    # the original: dt_tensor = torch.randint(0, n_dims, ...) over all dims, whatever the curriculum
+    _, p, xs, ys = sample("decision_tree", batch=200, n_dims=10, n_active=3)
+    assert p["coords"].shape == (200, 15) and set(p["coords"].unique().tolist()) == set(range(10))
+    root_tests_zeroed = p["coords"][:, 0] >= 3  # x is 0 there, so every point goes left at the root
+    leaves_on_left = p["leaves"][:, :8]
+    assert root_tests_zeroed.any()
+    assert all(set(ys[b].tolist()) <= set(leaves_on_left[b].tolist()) for b in root_tests_zeroed.nonzero().flatten())
+    _, p, _, _ = sample("decision_tree", batch=200, n_dims=10, n_active=3, split_dims="active")
+    assert p["coords"].max() < 3
+    with pytest.raises(ValueError, match="split_dims must be 'all' or 'active', got 'some'"):
+        build_task("decision_tree", n_dims=4, split_dims="some")
 
 
 def test_bad_task_parameters():
@@ -130,3 +139,23 @@ def test_finite_pools():
     assert len(torch.unique(xs, dim=0)) == 2
     with pytest.raises(ValueError, match="must be positive, got 0"):
         PromptSampler(task, 5, make_generators(0), num_tasks=0)
+
+
+def test_a_pool_of_sparse_tasks_draws_supports_over_the_active_dims_per_batch():
+    # the original pools dense w (LinearRegression.generate_pool_dict) and SparseLinearRegression
+    # zeroes all but `sparsity` of the first valid_coords (the curriculum's dims) for each batch
+    task = build_task("sparse_linear", n_dims=10, sparsity=2)
+    s = PromptSampler(task, 12, make_generators(0), num_tasks=4)
+    pool = s.function_pool["w"]
+    assert pool.shape == (4, 10) and (pool != 0).all()
+    supports = set()
+    for _ in range(5):
+        xs, ys = s.sample(16, n_active=3)
+        w = torch.linalg.lstsq(xs[..., :3], ys.unsqueeze(-1)).solution.squeeze(-1)  # each prompt's w on the active dims
+        nonzero = w.abs() > 1e-4
+        assert (nonzero.sum(1) == 2).all()
+        matches = [(w[b][nonzero[b]] - pool[:, :3][:, nonzero[b]]).abs().amax(1).min() for b in range(16)]
+        assert max(matches) < 1e-4  # its values are one pooled w's on its support
+        supports |= {tuple(row.tolist()) for row in nonzero}
+    assert len(supports) == 3  # all three 2-of-3 supports turn up
+

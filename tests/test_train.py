@@ -69,3 +69,13 @@ def test_command_line_entry_point(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "normalised squared error at k=10" in out.stdout
     assert (tmp_path / "state.pt").exists() and (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_the_banner_and_the_saved_config_name_the_precision_that_ran(tiny_cfg, tmp_path, capsys):
+    train(tiny_cfg("trainer.steps=2", "trainer.amp=null", "trainer.compile=null"), tmp_path / "auto")
+    saved = torch.load(tmp_path / "auto" / "state.pt", weights_only=True)["config"]["trainer"]
+    assert saved["amp"] in (True, False) and saved["compile"] is False  # resolved, never null
+    assert ("bf16 autocast" if saved["amp"] else ": eager, fp32") in capsys.readouterr().out
+    train(tiny_cfg("trainer.steps=2", "trainer.amp=true"), tmp_path / "bf16")
+    assert torch.load(tmp_path / "bf16" / "state.pt", weights_only=True)["config"]["trainer"]["amp"] is True
+    assert "eager, bf16 autocast" in capsys.readouterr().out
