@@ -1,6 +1,6 @@
 """Train with bf16 autocast's numerics on a CPU without native bf16, to measure what bf16 costs in
-accuracy (not in speed) where it would otherwise take hours: on AVX2-only CPUs torch's bf16
-matmuls run about 18x slower than fp32 ones.
+accuracy (not in speed) where it would otherwise take hours: on an AVX2-only CPU a bf16 training
+step of the quick run's model took 8x as long as an fp32 one.
 
     python benchmarks/emulated_bf16.py task=linear experiment=quick trainer.amp=true hydra.run.dir=runs/lin_bf16
 

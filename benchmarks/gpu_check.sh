@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, one script: the cuda-marked tests, the training-step benchmark, and a real run at
-# the paper's size (standard model, d = 20, 41 points, batch 64) with torch.compile and bf16.
+# the paper's size (standard model, d = 20, 41 points, batch 64) with torch.compile, in fp32 (the
+# default, TF32 matmuls) and in bf16 (trainer.amp=true).
 #   bash benchmarks/gpu_check.sh                      # on a machine with a GPU
 #   STEPS=20 bash benchmarks/gpu_check.sh             # a short pass over the same paths (also on CPU)
 #   SIZES="tiny or small or standard" bash ...        # the step benchmark for more sizes (default: standard)
@@ -18,10 +19,12 @@ PY
 python -m pytest tests -m cuda -q -p no:cacheprovider || status=1
 python -m pytest benchmarks/test_train_speed.py --benchmark -q -p no:cacheprovider -k "${SIZES:-standard}" \
     --benchmark-json "$out/train_speed.json" || status=1
-start=$(date +%s)
-python -m minicl.train task=linear trainer.steps="$steps" trainer.curriculum=false trainer.progress=false \
-    trainer.log_every=$(( steps < 500 ? steps : 500 )) trainer.checkpoint_every="$steps" trainer.snapshot_every=0 \
-    trainer.eval_prompts=1280 hydra.run.dir="$out/paper_size_run" || status=1
-echo "paper-size run: $steps steps in $(( $(date +%s) - start )) s (compile included); its log:"
-cat "$out/paper_size_run/metrics.jsonl"
+for amp in false true; do
+    start=$(date +%s)
+    python -m minicl.train task=linear trainer.steps="$steps" trainer.curriculum=false trainer.progress=false \
+        trainer.amp=$amp trainer.log_every=$(( steps < 500 ? steps : 500 )) trainer.checkpoint_every="$steps" \
+        trainer.snapshot_every=0 trainer.eval_prompts=1280 hydra.run.dir="$out/paper_size_run_amp_$amp" || status=1
+    echo "paper-size run, trainer.amp=$amp: $steps steps in $(( $(date +%s) - start )) s (compile included); its log:"
+    cat "$out/paper_size_run_amp_$amp/metrics.jsonl"
+done
 exit $status

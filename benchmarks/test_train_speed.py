@@ -17,12 +17,12 @@ SIZES = {"tiny": (3, 64, 2), "small": (6, 128, 4), "standard": (12, 256, 8)}
 D, N, BATCH = 20, 41, 64
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # (compile mode or None for eager, amp) variants of minicl's step. CPU: eager fp32, and eager bf16
-# where the CPU has native bf16 (the default there, train.bf16_is_fast). CUDA: eager and compiled in
-# fp32 and bf16, and the bf16 step under the other compile modes.
+# where the CPU has native bf16 (what trainer.amp=null chooses there, train.bf16_is_fast). CUDA: eager
+# and compiled in fp32 and bf16, and the bf16 step under the other compile modes.
 VARIANTS = [(None, False)] + ([
     ("default", False), (None, True), ("default", True), ("max-autotune-no-cudagraphs", True), ("reduce-overhead", True),
 ] if DEVICE.type == "cuda" else [(None, True)] if bf16_is_fast(DEVICE) else [])
-CPU_DEFAULT = (None, bf16_is_fast(DEVICE))  # what `python -m minicl.train trainer.device=cpu` runs
+CPU_DEFAULT = (None, bf16_is_fast(DEVICE))  # the fastest CPU step: `trainer.device=cpu trainer.amp=null`
 STEPS = {"cpu": {"tiny": 20, "small": 6, "standard": 3}, "cuda": {"tiny": 100, "small": 100, "standard": 100}}[DEVICE.type]
 
 

@@ -59,11 +59,14 @@ class TrainerSchema:
     steps: int = 500_000
     batch_size: int = 64
     lr: float = 1e-4
+    schedule: str = "constant"  # constant (the paper's) | cosine: decays to 0 at trainer.steps
+    warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: Optional[bool] = None  # None: on for CUDA, off on CPU
     compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune-no-cudagraphs | max-autotune
-    amp: Optional[bool] = None  # bf16 autocast; None: on for CUDA and CPUs with native bf16 (train.bf16_is_fast)
+    amp: Optional[bool] = False  # bf16 autocast. false: fp32 (TF32 matmuls on CUDA), the paper's precision;
+    # true: bf16 (faster, measured less accurate: README); null: bf16 where fast (CUDA, CPUs with native bf16)
     curriculum: bool = True
     checkpoint_every: int = 1000
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
@@ -108,16 +111,28 @@ class ExploreSchema:
     baselines: Optional[dict[str, Any]] = None  # null: the run's task's baseline set
 
 
+@dataclass
+class ReproduceSchema:
+    claims: list[str] = field(default_factory=lambda: ["linear", "sparse_linear", "relu_2nn", "decision_tree"])
+    scale: str = "cpu"  # cpu: experiment=claim_<task>; paper: the task's defaults (standard model, 500k steps)
+    out: str = "runs/claims"  # runs go to OUT/<scale>/<claim>, the table and figures to OUT/<scale>/
+    n_prompts: int = 1280
+    device: str = "auto"
+    overrides: list[str] = field(default_factory=list)  # training overrides for every claim run
+
+
 def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainSchema)
     cs.store(name="evaluate_schema", node=EvaluateSchema)
     cs.store(name="explore_schema", node=ExploreSchema)
+    cs.store(name="reproduce_schema", node=ReproduceSchema)
     cs.store(group="task", name="task_schema", node=TaskSchema)
     cs.store(group="model", name="model_schema", node=ModelSchema)
 
 
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULES = ("constant", "cosine")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 
@@ -170,6 +185,10 @@ def check_config(cfg: DictConfig) -> None:
             raise ValueError(f"trainer.{name} must be >= {least}, got {value}")
     if tr.lr <= 0:
         raise ValueError(f"trainer.lr must be positive, got {tr.lr}")
+    if tr.schedule not in SCHEDULES:
+        raise ValueError(f"trainer.schedule must be one of {SCHEDULES}, got {tr.schedule!r}")
+    if tr.warmup_steps < 0:
+        raise ValueError(f"trainer.warmup_steps must be >= 0, got {tr.warmup_steps}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
     if tr.compile_mode not in COMPILE_MODES:

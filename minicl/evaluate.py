@@ -171,9 +171,18 @@ def format_table(metrics: dict) -> str:
 
 def plot_setting(name: str, s: dict, path: Path) -> None:
     plt = pyplot()
-
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, m in s["models"].items():
+    draw_setting(ax, s, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> None:
+    """Error (or accuracy) against k with bootstrap bands, one line per model (all by default),
+    and the trivial predictor's level."""
+    for model in models or list(s["models"]):
+        m = s["models"][model]
         k = range(len(m["mean"]))
         (line,) = ax.plot(k, m["mean"], label=model, lw=2 if model == "transformer" else 1.2)
         ax.fill_between(k, m["lo"], m["hi"], color=line.get_color(), alpha=0.2)
@@ -182,11 +191,8 @@ def plot_setting(name: str, s: dict, path: Path) -> None:
     ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")
     if s["metric"] != "accuracy":
         ax.set_ylim(0, 1.25 * max(s["trivial"]))
-    ax.set_title(name)
+    ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------- the suite

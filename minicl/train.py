@@ -43,7 +43,7 @@ RESUMABLE_CHANGES = {
 
 
 def bf16_is_fast(device: torch.device) -> bool:
-    """The default of trainer.amp: bf16 autocast on CUDA and on CPUs with native bf16 matmuls
+    """What trainer.amp=null chooses: bf16 autocast on CUDA and on CPUs with native bf16 matmuls
     (AVX512-BF16 or AMX), where it measured faster than fp32; fp32 on other CPUs."""
     if device.type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu, hence getattr
@@ -58,8 +58,20 @@ def point_loss(task, preds: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     return (preds - ys) ** 2
 
 
+def learning_rate(tr, step: int) -> float:
+    """The learning rate of `step`: a pure function of the step, so a resumed run is exact."""
+    if step < tr.warmup_steps:
+        return tr.lr * (step + 1) / tr.warmup_steps
+    if tr.schedule == "cosine":
+        progress = (step - tr.warmup_steps) / max(1, tr.steps - tr.warmup_steps)
+        return tr.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    return tr.lr
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs."""
+    """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
+    (trainer.steps too, unless a cosine schedule depends on it)."""
+    resumable = RESUMABLE_CHANGES - ({"steps"} if current.get("trainer", {}).get("schedule") == "cosine" else set())
     diffs = []
     for section in sorted(saved.keys() | current.keys()):
         a, b = saved.get(section, {}), current.get(section, {})
@@ -68,7 +80,7 @@ def config_differences(saved: dict, current: dict) -> list[str]:
                 diffs.append(f"{section}: {a!r} -> {b!r}")
             continue
         for key in sorted(a.keys() | b.keys()):
-            if section == "trainer" and key in RESUMABLE_CHANGES:
+            if section == "trainer" and key in resumable:
                 continue
             if a.get(key) != b.get(key):
                 diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
@@ -195,9 +207,9 @@ class Run:
     model: Transformer
     opt: torch.optim.Optimizer
     sampler: PromptSampler
+    resolved: dict  # the config as saved in every checkpoint, trainer.amp and trainer.compile resolved
     step: int = 0
-    train_step: TrainStep | None = None
-    resolved: dict = field(default_factory=dict)  # the config as saved in every checkpoint
+    train_step: TrainStep | None = None  # made once the run has resumed
 
     @property
     def writes(self) -> bool:
@@ -276,7 +288,7 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     trainer = resolved["trainer"]  # the saved config names the precision and compilation that ran
     trainer["amp"] = bf16_is_fast(device) if tr.amp is None else tr.amp
     trainer["compile"] = device.type == "cuda" if tr.compile is None else tr.compile
-    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler, resolved=resolved)
+    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler, resolved)
 
 
 def resume(run: Run) -> None:
@@ -328,11 +340,15 @@ def run_steps(run: Run) -> None:
     tr = run.cfg.trainer
     mine = slice(run.rank * tr.batch_size // run.world, (run.rank + 1) * tr.batch_size // run.world)
     tally = Tally.starting_at(run)
+    scheduled = tr.schedule != "constant" or tr.warmup_steps > 0
     bar = tqdm(total=tr.steps, initial=run.step, disable=not tr.progress or not run.writes, dynamic_ncols=True)
     run.model.train()
     while run.step < tr.steps:
         n_dims, n_points = curriculum_at(run.cfg.task.curriculum, run.step, tr.curriculum)
         xs, ys = run.sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
+        if scheduled:
+            for group in run.opt.param_groups:
+                group["lr"] = learning_rate(tr, run.step)
         tally.add(run.train_step(xs[mine], ys[mine], n_points), run.step)
         run.step += 1
         bar.update(1)

@@ -16,7 +16,7 @@ LAYERS = [
     {"estimators", "evaluate"},
     {"minicl", "train"},
     {"probe"},
-    {"explore"},
+    {"explore", "reproduce"},
 ]
 
 

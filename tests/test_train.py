@@ -1,4 +1,5 @@
 import json
+import math
 import subprocess
 import sys
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from minicl import load_model
+from minicl.config import check_config
 from minicl.train import train
 
 
@@ -79,3 +81,28 @@ def test_the_banner_and_the_saved_config_name_the_precision_that_ran(tiny_cfg, t
     train(tiny_cfg("trainer.steps=2", "trainer.amp=true"), tmp_path / "bf16")
     assert torch.load(tmp_path / "bf16" / "state.pt", weights_only=True)["config"]["trainer"]["amp"] is True
     assert "eager, bf16 autocast" in capsys.readouterr().out
+
+
+def test_learning_rate_schedules(compose_cfg):
+    from minicl.train import learning_rate
+
+    tr = compose_cfg("trainer.steps=100", "trainer.lr=1.0", "trainer.schedule=cosine", "trainer.warmup_steps=10").trainer
+    lrs = [learning_rate(tr, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5) and lrs[99] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    constant = compose_cfg("trainer.lr=0.3").trainer
+    assert {learning_rate(constant, s) for s in (0, 5, 10**6)} == {0.3}
+    with pytest.raises(ValueError, match="trainer.schedule must be one of"):
+        check_config(compose_cfg("trainer.schedule=linear"))
+
+
+def test_a_resumed_cosine_run_matches_one_run_and_keeps_its_length(tiny_cfg, tmp_path):
+    schedule = ("trainer.schedule=cosine", "trainer.warmup_steps=2")
+    whole = weights(train(tiny_cfg(*schedule), tmp_path / "a"))
+    train(tiny_cfg(*schedule), tmp_path / "b")
+    (tmp_path / "b" / "state.pt").unlink()  # as if killed after step 4's checkpoint
+    resumed = weights(train(tiny_cfg(*schedule), tmp_path / "b"))
+    assert all(torch.equal(whole[k], v) for k, v in resumed.items())
+    with pytest.raises(ValueError, match="trainer.steps: 6 -> 8"):  # the schedule depends on it
+        train(tiny_cfg(*schedule, "trainer.steps=8"), tmp_path / "b")

@@ -1,0 +1,228 @@
+"""Does it reproduce? `python -m minicl.reproduce [claims=[linear,...]] [scale=cpu|paper]`.
+
+The paper's four headline claims, each a run, a comparison and a verdict:
+trains each claim's run that is missing (a finished run in its directory is reused, an
+interrupted one resumed), evaluates it on fresh prompts of the standard setting with its task's
+baselines (bootstrap bands), and writes OUT/<scale>/claims.json, one figure per claim and a
+combined one, and prints the verdict table. `scale=cpu` runs `experiment=claim_<task>` (sized for
+2 CPU cores); `scale=paper` the task's defaults (standard model, 500k steps), meant for a GPU.
+
+Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
+at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
+"""
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from minicl.checkpoint import latest_checkpoint
+from minicl.common import pyplot
+from minicl.config import register_schemas
+from minicl.evaluate import CONF, draw_setting, evaluate_run
+from minicl.train import train
+
+Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str
+    shown: tuple[str, ...]  # the comparators drawn and tabulated beside the transformer
+    conditions: Callable[[Errors, dict, int, int], list[tuple[int, str, bool]]]  # (err, setting, d, n) -> [(k, condition, holds)]
+
+
+def best_lasso(err: Errors, s: dict, k: int) -> float:
+    return min(err(m, k) for m in s["models"] if m.startswith("lasso"))
+
+
+def linear_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+    half, twice = max(1, d // 2), min(2 * d, n - 1)
+    return [
+        (half, "within 0.05 of least squares (k = d/2)", abs(err("transformer", half) - err("least_squares", half)) <= 0.05),
+        (twice, "at most least squares + 0.05 (k = 2d)", err("transformer", twice) <= err("least_squares", twice) + 0.05),
+    ]
+
+
+def sparse_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+    half = max(1, d // 2)
+    return [
+        (half, "at most half of least squares (k = d/2)", err("transformer", half) <= 0.5 * err("least_squares", half)),
+        (half, "at most the best Lasso + 0.1 (k = d/2)", err("transformer", half) <= best_lasso(err, s, half) + 0.1),
+    ]
+
+
+def relu_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+    last = n - 1
+    return [
+        (last, "at most the GD-trained net + 0.1 (largest k)", err("transformer", last) <= err("gd_2nn", last) + 0.1),
+        (last, "at most half of least squares (largest k)", err("transformer", last) <= 0.5 * err("least_squares", last)),
+    ]
+
+
+def tree_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+    last = n - 1
+    return [
+        (last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last]),
+        *((last, f"below {m} (largest k)", err("transformer", last) < err(m, last)) for m in ("xgboost", "decision_tree_4", "decision_tree")),
+    ]
+
+
+CLAIMS = {
+    "linear": Claim("learns linear functions as well as least squares", ("least_squares", "knn_3", "averaging"), linear_conditions),
+    "sparse_linear": Claim(
+        "learns sparse linear functions about as well as Lasso, far better than least squares below d examples",
+        ("least_squares", "lasso_1e-1", "lasso_1e-2", "lasso_1e-3"), sparse_conditions,
+    ),
+    "relu_2nn": Claim(
+        "learns 2-layer ReLU nets about as well as a net fitted by GD, far better than least squares",
+        ("least_squares", "gd_2nn", "knn_3"), relu_conditions,
+    ),
+    "decision_tree": Claim(
+        "learns decision trees better than greedy tree learning and XGBoost",
+        ("xgboost", "decision_tree_4", "decision_tree"), tree_conditions,
+    ),
+}
+SCALES = ("cpu", "paper")
+
+
+def verdict(name: str, metrics: dict) -> dict:
+    """The claim's conditions on the standard setting of `metrics` (evaluate's output), with the
+    transformer's and the shown comparators' errors and bands at the k the conditions name."""
+    claim, s = CLAIMS[name], metrics["settings"]["standard"]
+    d, n = metrics["n_dims"], metrics["n_points"]
+    conditions = claim.conditions(lambda model, k: s["models"][model]["mean"][k], s, d, n)
+    ks = sorted({k for k, _, _ in conditions})
+    # keyed by str(k), as they read back from claims.json
+    errors = {m: {str(k): [s["models"][m][key][k] for key in ("mean", "lo", "hi")] for k in ks} for m in shown(name, s)}
+    return {
+        "claim": name, "statement": claim.statement, "n_dims": d, "n_points": n, "ks": ks, "errors": errors,
+        "trivial": {str(k): s["trivial"][k] for k in ks},
+        "conditions": [{"k": k, "condition": text, "holds": bool(ok)} for k, text, ok in conditions],
+        "holds": all(ok for _, _, ok in conditions),
+    }
+
+
+def shown(name: str, s: dict) -> list[str]:
+    """The transformer and the claim's comparators that the setting `s` holds."""
+    return ["transformer", *(m for m in CLAIMS[name].shown if m in s["models"])]
+
+
+# ---------------------------------------------------------------- runs
+
+
+def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
+    """The training config of one claim run: experiment=claim_<task> at cpu scale, the task's
+    defaults at paper scale, then `overrides`."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if name not in CLAIMS:
+        raise ValueError(f"unknown claim {name!r}; known: {sorted(CLAIMS)}")
+    chosen = [f"task={name}", *([f"experiment=claim_{name}"] if scale == "cpu" else []), *overrides]
+    if GlobalHydra.instance().is_initialized():  # inside the command's own Hydra app
+        return compose(config_name="train", overrides=chosen)
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        return compose(config_name="train", overrides=chosen)
+
+
+def training_seconds(run_dir: Path) -> float:
+    """Time spent in the step loop, summed from metrics.jsonl (so also for a reused run)."""
+    seconds, last = 0.0, 0
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        seconds += (record["step"] - last) / record["steps_per_s"]
+        last = record["step"]
+    return seconds
+
+
+def trained_and_evaluated(cfg: DictConfig, run_dir: Path, n_prompts: int, device: str) -> dict:
+    """Train the run unless it is finished, evaluate it unless metrics.json is newer; its metrics."""
+    state = latest_checkpoint(run_dir) if run_dir.exists() else None
+    if state is None or state["step"] < cfg.trainer.steps:
+        train(cfg, run_dir)
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.exists() and metrics_path.stat().st_mtime > (run_dir / "state.pt").stat().st_mtime:
+        metrics = json.loads(metrics_path.read_text())
+        if metrics["n_prompts"] == n_prompts and "standard" in metrics["settings"]:
+            return metrics
+    return evaluate_run(run_dir, device=device, settings=["standard"], n_prompts=n_prompts)
+
+
+def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
+              device: str = "auto", overrides: list[str] = ()) -> list[dict]:
+    """Run, evaluate and judge each claim; writes OUT/<scale>/claims.json and figures, prints the table."""
+    out = Path(out) / scale
+    configs = {name: claim_config(name, scale, list(overrides)) for name in claims}  # every config checked first
+    results, panels = [], {}
+    for name, cfg in configs.items():
+        print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
+        started = time.perf_counter()
+        metrics = trained_and_evaluated(cfg, out / name, n_prompts, device)
+        result = verdict(name, metrics)
+        result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
+                   "total_seconds": time.perf_counter() - started}
+        results.append(result)
+        panels[name] = metrics["settings"]["standard"]
+        (out / "claims.json").write_text(json.dumps(results, indent=1) + "\n")  # after each claim: nothing lost
+    plot_claims(panels, out)
+    print(format_verdicts(results))
+    return results
+
+
+# ---------------------------------------------------------------- table and figures
+
+
+def format_verdicts(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        verdict_word = "HOLDS" if r["holds"] else "DOES NOT HOLD"
+        lines.append(f"{r['claim']} (d={r['n_dims']}): {r['statement']}: {verdict_word}"
+                     f"  [trained {r['train_seconds'] / 60:.1f} min]")
+        for k in map(str, r["ks"]):
+            errs = ", ".join(f"{m} {e[k][0]:.4f} [{e[k][1]:.4f}, {e[k][2]:.4f}]" for m, e in r["errors"].items())
+            lines.append(f"  k={k}: {errs}; predict 0 {r['trivial'][k]:.4f}")
+        lines += [f"  {'yes' if c['holds'] else 'NO '}  k={c['k']}: {c['condition']}" for c in r["conditions"]]
+    return "\n".join(lines)
+
+
+def plot_claims(panels: dict[str, dict], out: Path) -> None:
+    """One figure per claim (claim_<task>.png) and all of them side by side (claims.png)."""
+    plt = pyplot()
+    for name, s in panels.items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        draw_setting(ax, s, f"{name}: {CLAIMS[name].statement}", shown(name, s))
+        ax.title.set_fontsize(8)
+        fig.tight_layout()
+        fig.savefig(out / f"claim_{name}.png", dpi=110)
+        plt.close(fig)
+    cols = 2 if len(panels) > 1 else 1
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
+    for ax, (name, s) in zip(axes.flat, panels.items()):
+        draw_setting(ax, s, name, shown(name, s))
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "claims.png", dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- command line
+
+
+register_schemas()
+
+
+@hydra.main(version_base=None, config_path=str(CONF), config_name="reproduce")
+def main(cfg: DictConfig) -> None:
+    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides))
+
+
+if __name__ == "__main__":
+    main()
