@@ -28,6 +28,19 @@ def machine_name() -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
+def cpu_kind() -> str:
+    """The CPU model and the flags that decide minicl's CPU precision (bf16 needs avx512_bf16 or amx)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    flags = set(fields.get("flags", "").split())
+    shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return f"{fields.get('model name') or platform.processor() or 'unknown CPU'} [{' '.join(shown) or 'none of avx2/avx512/amx'}]"
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info["cpu_kind"] = cpu_kind()
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
     if config.getoption("--benchmark") and not config.getoption("benchmark_json", None):
@@ -62,6 +75,7 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.section(f"minicl benchmarks on {machine_name()} (ratio = reference / minicl; > 1: minicl faster)")
+    tr.write_line(f"CPU: {cpu_kind()}, {torch.get_num_threads()} torch threads")
     tr.write_line(f"{'benchmark':58} {'minicl':>12} {'reference':>12} {'ratio':>8}  notes")
     for r in ROWS:
         ref = f"{r['reference']:.4g}" if r["reference"] else "-"

@@ -45,22 +45,73 @@ def linear_predictions(w: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     return (w * queries.double()).sum(-1).to(queries.dtype)
 
 
+def prefix_least_squares(xs: torch.Tensor, ys: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum-norm least squares weights of every prefix in one pass over the points, O(N D^2):
+    w_i = pinv(X_i) y_i as (B, N, D) float64, and a (B,) mask of the prompts whose pass was
+    ill-conditioned (a new direction under 1e-3 of its point's norm).
+
+    Q holds an orthonormal basis of the points so far (a column per direction, the rest zero), w
+    the solution, P the inverse Gram matrix in Q's coordinates. A point whose component r
+    orthogonal to Q is above rtol of its norm adds q = r/|r| (Gram-Schmidt): the old points do
+    not see q, so the new coordinate alone fits the new point exactly and P grows by one row and
+    column. A point in the span (from D independent points on, or in rank-deficient prompts)
+    updates w and P by recursive least squares (Sherman-Morrison)."""
+    xs, ys = xs.double(), ys.double()
+    n_prompts, n_points, n_dims = xs.shape
+    basis = xs.new_zeros(n_prompts, n_dims, n_dims)
+    inv_gram = xs.new_zeros(n_prompts, n_dims, n_dims)
+    w = xs.new_zeros(n_prompts, n_dims)
+    rank = torch.zeros(n_prompts, dtype=torch.long, device=xs.device)
+    shaky = torch.zeros(n_prompts, dtype=torch.bool, device=xs.device)
+    cols = torch.arange(n_dims, device=xs.device)
+    ws = xs.new_empty(n_prompts, n_points, n_dims)
+    for i in range(n_points):
+        ws[:, i] = w
+        x, y = xs[:, i], ys[:, i]
+        a = (basis.mT @ x[..., None]).squeeze(-1)  # coordinates in the basis
+        r = x - (basis @ a[..., None]).squeeze(-1)
+        a = a + (basis.mT @ r[..., None]).squeeze(-1)  # orthogonalise twice: twice is enough
+        r = x - (basis @ a[..., None]).squeeze(-1)
+        b, size = r.norm(dim=-1), x.norm(dim=-1)
+        new = (b > rtol * size) & (rank < n_dims)
+        shaky |= new & (b < 1e-3 * size)
+        pa = (inv_gram @ a[..., None]).squeeze(-1)
+        apa = (a * pa).sum(-1)
+        residual = y - (x * w).sum(-1)
+        # a new direction: column c of Q is q, P gains row and column c (block inverse)
+        bn = torch.where(new, b, 1.0)
+        e = ((cols == rank[:, None]) & new[:, None]).double()  # (B, D) one-hot of c, 0 if not new
+        q = r / bn[:, None]
+        grown = inv_gram - (pa / bn[:, None])[:, :, None] * e[:, None, :] - e[:, :, None] * (pa / bn[:, None])[:, None, :] \
+            + ((apa + 1) / bn**2)[:, None, None] * (e[:, :, None] * e[:, None, :])
+        # a point in the span: recursive least squares in Q's coordinates
+        gain = pa / (1 + apa)[:, None]
+        updated = inv_gram - gain[:, :, None] * pa[:, None, :]
+        step = torch.where(new[:, None], q / bn[:, None], (basis @ gain[..., None]).squeeze(-1))
+        w = w + step * residual[:, None]
+        basis = basis + q[:, :, None] * e[:, None, :]
+        inv_gram = torch.where(new[:, None, None], grown, updated)
+        rank = rank + new
+    return ws, shaky
+
+
+def pinv_weights(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """w_i = pinv(G_i) c_i for every prefix i, an eigendecomposition each: the safe, slow path."""
+    gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
+    return (torch.linalg.pinv(gram, hermitian=True, rtol=1e-12) @ cross.unsqueeze(-1)).squeeze(-1)
+
+
 @register("least_squares")
 @dataclass
 class LeastSquares:
-    """Minimum-norm least squares: w_i = pinv(X_i) y_i = pinv(X_i^T X_i) X_i^T y_i."""
+    """Minimum-norm least squares: w_i = pinv(X_i) y_i = pinv(X_i^T X_i) X_i^T y_i, for all
+    prefixes in one pass (prefix_least_squares); the ill-conditioned prompts by pseudo-inverse."""
 
     def weights(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """w_i for every prefix i: (B, N, D) in float64."""
-        gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
-        # Cholesky where G is well conditioned (only possible from D points on), pinv for the rest
-        chol, info = torch.linalg.cholesky_ex(gram)
-        pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
-        enough = torch.arange(xs.shape[1], device=xs.device) >= xs.shape[-1]
-        good = enough & (info == 0) & (pivots.amin(-1) > 1e-4 * pivots.amax(-1))
-        eye = torch.eye(xs.shape[-1], dtype=chol.dtype, device=chol.device)
-        w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, eye)).squeeze(-1)
-        w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
+        w, shaky = prefix_least_squares(xs, ys)
+        if shaky.any():
+            w[shaky] = pinv_weights(xs[shaky], ys[shaky])
         return w
 
     def __call__(self, xs, ys, queries=None):

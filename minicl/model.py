@@ -103,6 +103,36 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
 
 
+class TanhGELU(torch.autograd.Function):
+    """GPT-2's GELU, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3), computed as
+    x sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)). CPUs without AVX-512 compute
+    tanh several times slower than sigmoid, which made ATen's tanh GELU the largest cost of a small
+    fp32 CPU training step; this form and its hand-written gradient use one sigmoid."""
+
+    C2 = 2 * math.sqrt(2 / math.pi)  # 2u = C2 (x + A x^3)
+    A = 0.044715
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        s = (x * x).mul_(TanhGELU.C2 * TanhGELU.A).add_(TanhGELU.C2).mul_(x).sigmoid_()
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        # d/dx x s(2u) = s + x s (1 - s) d(2u)/dx, with d(2u)/dx = C2 (1 + 3 A x^2)
+        slope = (x * x).mul_(3 * TanhGELU.C2 * TanhGELU.A).add_(TanhGELU.C2).mul_(x)
+        return slope.mul_(s).mul_(1 - s).add_(s).mul_(grad)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GELU: TanhGELU on CPU in eager mode, ATen's kernel elsewhere (CUDA, compiled)."""
+    if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        return TanhGELU.apply(x)
+    return F.gelu(x, approximate="tanh")
+
+
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -111,7 +141,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):

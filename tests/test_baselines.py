@@ -14,7 +14,8 @@ from xgboost import XGBRegressor
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from reference import fit_2nn, module_2nn  # noqa: E402
 
-from minicl.baselines import GD2NN, build_baseline, forward_2nn, init_2nn, lasso_path
+from minicl.baselines import (GD2NN, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
+                              prefix_gram, prefix_least_squares)
 
 
 def prompts(B=6, N=14, D=5, seed=0, sparse=False):
@@ -53,6 +54,54 @@ def test_closed_form_baselines_match_reference(name, use_queries):
     qs = qs if use_queries else None
     got = build_baseline(name, **params)(xs, ys, qs)
     torch.testing.assert_close(got, per_prefix(ref, xs, ys, xs if qs is None else qs), rtol=1e-5, atol=1e-5)
+
+
+def pinv_least_squares(xs, ys):
+    """The least squares of minicl before the one-pass update, kept as the slow reference: a
+    pseudo-inverse (eigendecomposition) per prefix below D points, Cholesky from D points on."""
+    gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
+    chol, info = torch.linalg.cholesky_ex(gram)
+    pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
+    good = (torch.arange(xs.shape[1]) >= xs.shape[-1]) & (info == 0) & (pivots.amin(-1) > 1e-4 * pivots.amax(-1))
+    w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1]).double())).squeeze(-1)
+    w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
+    return w
+
+
+def least_squares_case(case: str):
+    g = torch.Generator().manual_seed(3)
+    xs, ys = torch.randn(32, 30, 8, generator=g), torch.randn(32, 30, generator=g)  # labels fit no linear map
+    if case == "subspace":  # rank 4 of 8 throughout
+        xs[..., 4:] = 0
+    elif case == "duplicates":  # every point twice, so a repeat adds no direction
+        xs = xs[:, :15].repeat_interleave(2, dim=1)
+    elif case == "subspace_and_duplicates":
+        xs[..., 5:] = 0
+        xs[:, 1::3] = xs[:, ::3][:, : xs[:, 1::3].shape[1]]
+    elif case == "scaled":
+        xs = xs * torch.logspace(-3, 3, 32)[:, None, None]
+    return xs, ys
+
+
+@pytest.mark.parametrize("case", ["gaussian", "subspace", "duplicates", "subspace_and_duplicates", "scaled"])
+def test_one_pass_least_squares_matches_pinv(case):
+    xs, ys = least_squares_case(case)
+    fast, shaky = prefix_least_squares(xs, ys)
+    assert not shaky.any()  # the one-pass update itself, not its fallback, is checked here
+    slow = pinv_least_squares(xs, ys)
+    err = (fast - slow).norm(dim=-1) / slow.norm(dim=-1).clamp_min(1e-300)
+    assert err.max() < 1e-8, f"{case}: relative difference {err.max():.2e} at {divmod(err.argmax().item(), xs.shape[1])}"
+    torch.testing.assert_close(LeastSquares().weights(xs, ys), fast, rtol=0, atol=0)
+
+
+def test_ill_conditioned_prompts_take_the_pseudo_inverse():
+    xs, ys = least_squares_case("gaussian")
+    xs[0, 3] = xs[0, 2] + 1e-5 * xs[0, 3]  # a new direction at 1e-5 of the point's norm
+    fast, shaky = prefix_least_squares(xs, ys)
+    assert shaky.tolist() == [True] + [False] * 31
+    weights = LeastSquares().weights(xs, ys)
+    torch.testing.assert_close(weights[0], pinv_least_squares(xs[:1], ys[:1])[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(weights[1:], fast[1:], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.1, 0.01, 0.001, 0.0001])

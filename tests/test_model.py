@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minicl.model import ModelConfig, Transformer
+from minicl.model import ModelConfig, TanhGELU, Transformer, gelu
 
 
 def make(pos_emb="learned", **kw):
@@ -64,6 +64,26 @@ def test_matches_longhand_gpt2_definition():
         p.data += 0.05 * torch.randn_like(p)
     xs, ys = torch.randn(2, 9, 4), torch.randn(2, 9)
     torch.testing.assert_close(model(xs, ys), gpt2_reference(model, xs, ys), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_match_longhand_gpt2_definition():
+    model = make().train()
+    for p in model.parameters():
+        p.data += 0.05 * torch.randn_like(p)
+    xs, ys = torch.randn(2, 9, 4), torch.randn(2, 9)
+    ours = torch.autograd.grad((model(xs, ys) - ys).square().mean(), list(model.parameters()))
+    theirs = torch.autograd.grad((gpt2_reference(model, xs, ys) - ys).square().mean(), list(model.parameters()))
+    for (name, _), a, b in zip(model.named_parameters(), ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_cpu_gelu_is_gpt2s_tanh_gelu_with_its_gradient():
+    x = (3 * torch.randn(4, 7, 16, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(TanhGELU.apply, (x[:1, :2].detach().clone().requires_grad_(),))
+    ours, aten = gelu(x), F.gelu(x, approximate="tanh")
+    g = torch.randn_like(x)
+    torch.testing.assert_close(ours, aten, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(aten, x, g)[0], rtol=1e-12, atol=1e-12)
 
 
 def test_gpt2_initialisation():
