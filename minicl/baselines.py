@@ -81,9 +81,9 @@ def prefix_least_squares(xs: torch.Tensor, ys: torch.Tensor, rtol: float = 1e-6)
         # a new direction: column c of Q is q, P gains row and column c (block inverse)
         bn = torch.where(new, b, 1.0)
         e = ((cols == rank[:, None]) & new[:, None]).double()  # (B, D) one-hot of c, 0 if not new
-        q = r / bn[:, None]
-        grown = inv_gram - (pa / bn[:, None])[:, :, None] * e[:, None, :] - e[:, :, None] * (pa / bn[:, None])[:, None, :] \
-            + ((apa + 1) / bn**2)[:, None, None] * (e[:, :, None] * e[:, None, :])
+        q, u = r / bn[:, None], pa / bn[:, None]
+        grown = inv_gram - u[:, :, None] * e[:, None, :] - e[:, :, None] * u[:, None, :] \
+            + ((apa + 1) / bn**2)[:, None, None] * e[:, :, None] * e[:, None, :]
         # a point in the span: recursive least squares in Q's coordinates
         gain = pa / (1 + apa)[:, None]
         updated = inv_gram - gain[:, :, None] * pa[:, None, :]
