@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from minicl.model import ModelConfig, Transformer
+from minicl.model import ModelConfig, TanhGELU, Transformer
 from minicl.tasks import PromptSampler, build_task, make_generators
 from minicl.train import TrainStep, bf16_is_fast, make_optimizer
 
@@ -75,3 +75,19 @@ def test_training_step(benchmark, report, size, mode, amp):
     assert minicl_s < ref_s, f"minicl {minicl_s * 1e3:.1f} ms per step is not faster than the reference {ref_s * 1e3:.1f} ms"
     if DEVICE.type == "cpu" and size == "small" and (mode, amp) == CPU_DEFAULT:  # the speed issue's CPU target
         assert ref_s / minicl_s >= 1.5, f"the default CPU step runs {ref_s / minicl_s:.2f}x the reference's steps/s, target 1.5x"
+
+
+def test_cpu_gelu_against_aten(benchmark, report):
+    """minicl's CPU GELU (TanhGELU, one sigmoid) against ATen's tanh GELU, forward and backward, at
+    the small model's MLP activation size (batch 64, 82 tokens, width 4 x 128)."""
+    x = torch.randn(BATCH, 2 * N, 4 * SIZES["small"][1], requires_grad=True)
+    ours = lambda: TanhGELU.apply(x).sum().backward()  # noqa: E731
+    aten = lambda: torch.nn.functional.gelu(x, approximate="tanh").sum().backward()  # noqa: E731
+    for fn in (ours, aten):  # warm up both
+        fn()
+    ours_s = aten_s = 0.0
+    for _ in range(3):  # interleaved
+        aten_s += timed(aten, 20) / 3
+        ours_s += timed(ours, 20) / 3
+    benchmark.pedantic(ours, rounds=20, iterations=1)
+    report("GELU fwd+bwd (64, 82, 512) on cpu: TanhGELU vs ATen tanh", ours_s * 1e3, aten_s * 1e3, unit="ms")

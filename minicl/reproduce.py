@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Callable
 
 import hydra
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from minicl.checkpoint import latest_checkpoint
-from minicl.common import pyplot
-from minicl.config import register_schemas
-from minicl.evaluate import CONF, draw_setting, evaluate_run
+from minicl.checkpoint import latest_checkpoint, model_from_state, read_checkpoint
+from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
+from minicl.config import register_schemas, task_from_config
+from minicl.evaluate import CONF, draw_setting, evaluate_run, setting_prompts
 from minicl.train import train
 
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
@@ -154,6 +155,28 @@ def trained_and_evaluated(cfg: DictConfig, run_dir: Path, n_prompts: int, device
     return evaluate_run(run_dir, device=device, settings=["standard"], n_prompts=n_prompts)
 
 
+def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> dict:
+    """How far training got, and when: the transformer's mean error at `ks` for each snapshot
+    model_<step>.pt of the run, on the same prompts as its final evaluation (`metrics`)."""
+    snapshots = sorted(run_dir.glob("model_*.pt"), key=lambda path: int(path.stem.removeprefix("model_")))
+    curve = {"steps": [], "errors": {str(k): [] for k in ks}}
+    if not snapshots:
+        return curve
+    task_cfg = read_checkpoint(snapshots[0])["config"]["task"]
+    task, device = task_from_config(OmegaConf.create(task_cfg)), resolve_device(device)
+    p = setting_prompts("standard", task, metrics["n_prompts"], metrics["n_points"], metrics["seed"], device,
+                        task_cfg.get("noise_std", 1.0))
+    for path in snapshots:
+        state = read_checkpoint(path)
+        with torch.no_grad():
+            preds = predict_in_batches(model_from_state(state).to(device), p.xs, p.ys, p.queries)
+        errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).mean(0)
+        curve["steps"].append(state["step"])
+        for k in ks:
+            curve["errors"][str(k)].append(errors[k].item())
+    return curve
+
+
 def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
               device: str = "auto", overrides: list[str] = ()) -> list[dict]:
     """Run, evaluate and judge each claim; writes OUT/<scale>/claims.json and figures, prints the table."""
@@ -166,11 +189,13 @@ def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/cla
         metrics = trained_and_evaluated(cfg, out / name, n_prompts, device)
         result = verdict(name, metrics)
         result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
+                   "curve": training_curve(out / name, result["ks"], metrics, device),
                    "total_seconds": time.perf_counter() - started}
         results.append(result)
         panels[name] = metrics["settings"]["standard"]
         (out / "claims.json").write_text(json.dumps(results, indent=1) + "\n")  # after each claim: nothing lost
     plot_claims(panels, out)
+    plot_curves(results, out)
     print(format_verdicts(results))
     return results
 
@@ -188,6 +213,8 @@ def format_verdicts(results: list[dict]) -> str:
             errs = ", ".join(f"{m} {e[k][0]:.4f} [{e[k][1]:.4f}, {e[k][2]:.4f}]" for m, e in r["errors"].items())
             lines.append(f"  k={k}: {errs}; predict 0 {r['trivial'][k]:.4f}")
         lines += [f"  {'yes' if c['holds'] else 'NO '}  k={c['k']}: {c['condition']}" for c in r["conditions"]]
+        for k, errs in r["curve"]["errors"].items():
+            lines.append(f"  transformer at k={k} during training: " + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs)))
     return "\n".join(lines)
 
 
@@ -210,6 +237,23 @@ def plot_claims(panels: dict[str, dict], out: Path) -> None:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "claims.png", dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(results: list[dict], out: Path) -> None:
+    """training.png: the transformer's error at each criterion's k against training steps, one
+    panel per claim, with the comparators' final errors at that k as horizontal lines."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.3), squeeze=False)
+    for ax, r in zip(axes.flat, results):
+        for i, (k, errs) in enumerate(r["curve"]["errors"].items()):
+            ax.plot(r["curve"]["steps"], errs, "o-", color=f"C{i}", label=f"transformer, k={k}")
+            for j, (model, e) in enumerate((m, e) for m, e in r["errors"].items() if m != "transformer"):
+                ax.axhline(e[k][0], color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
+        ax.set(title=r["claim"], xlabel="training step", ylabel="error", ylim=(0, None))
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "training.png", dpi=100)
     plt.close(fig)
 
 

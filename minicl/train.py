@@ -357,11 +357,12 @@ def run_steps(run: Run) -> None:
 
 
 def at_boundary(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
-    """At a logging or checkpoint step (the only host syncs): stop on a non-finite loss, log, save."""
+    """At a logging, checkpoint or snapshot step (the only host syncs): stop on a non-finite loss, log, save."""
     tr, step = run.cfg.trainer, run.step
     log_now = step % tr.log_every == 0 or step == tr.steps
     save_now = step % tr.checkpoint_every == 0 or step == tr.steps
-    if not (log_now or save_now):
+    snapshot_now = tr.snapshot_every and step % tr.snapshot_every == 0
+    if not (log_now or save_now or snapshot_now):
         return
     if run.world > 1:  # the global mean loss, and a bad step on any rank stops every rank
         dist.all_reduce(tally.loss_sum)
@@ -379,7 +380,7 @@ def at_boundary(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -
         tally.since_step = step
     if save_now and run.writes:
         write(run, lambda: save_checkpoint(checkpoint(run), run.run_dir), "checkpoint")
-    if tr.snapshot_every and step % tr.snapshot_every == 0 and run.writes:
+    if snapshot_now and run.writes:
         snapshot = checkpoint(run)
         del snapshot["optimizer"]
         write(run, lambda: save_atomic(snapshot, run.run_dir / f"model_{step}.pt"), "snapshot")

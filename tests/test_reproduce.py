@@ -83,3 +83,12 @@ def test_paper_scale_composes_trains_checkpoints_and_evaluates(tmp_path):
     assert (cfg.task.n_dims, cfg.model.n_layer, cfg.trainer.steps, cfg.trainer.schedule) == (20, 12, 500_000, "constant")
     [result] = reproduce(["sparse_linear"], "paper", tmp_path, n_prompts=8, device="cpu", overrides=FEW)
     assert result["n_dims"] == 20 and (tmp_path / "paper" / "sparse_linear" / "state.pt").exists()
+
+
+def test_the_training_curve_reads_every_snapshot_and_ends_at_the_final_evaluation(tmp_path):
+    [r] = reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=[*FEW, "trainer.snapshot_every=1"])
+    assert r["curve"]["steps"] == [1, 2] and list(r["curve"]["errors"]) == [str(k) for k in r["ks"]]
+    for k, errs in r["curve"]["errors"].items():
+        assert errs[-1] == pytest.approx(r["errors"]["transformer"][k][0], rel=1e-5)  # step 2 is the final model
+        assert errs[0] != errs[-1]
+    assert (tmp_path / "cpu" / "training.png").exists() and "during training: 1 " in format_verdicts([r])
