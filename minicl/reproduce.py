@@ -3,8 +3,9 @@
 The paper's four headline claims, each a run, a comparison and a verdict:
 trains each claim's run that is missing (a finished run in its directory is reused, an
 interrupted one resumed), evaluates it on fresh prompts of the standard setting with its task's
-baselines (bootstrap bands), and writes OUT/<scale>/claims.json, one figure per claim and a
-combined one, and prints the verdict table. `scale=cpu` runs `experiment=claim_<task>` (sized for
+baselines (bootstrap bands), reads the transformer's error at the criteria's k from the run's
+snapshots (how far training got, and when), and writes OUT/<scale>/claims.json, one figure per
+claim, a combined one and training.png, and prints the verdict table. `scale=cpu` runs `experiment=claim_<task>` (sized for
 2 CPU cores); `scale=paper` the task's defaults (standard model, 500k steps), meant for a GPU.
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
@@ -218,6 +219,16 @@ def format_verdicts(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def panel_grid(plt, n: int, width: float, height: float):
+    """A figure of n panels of width x height inches, two a row (a spare one switched off)."""
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat[:n]
+
+
 def plot_claims(panels: dict[str, dict], out: Path) -> None:
     """One figure per claim (claim_<task>.png) and all of them side by side (claims.png)."""
     plt = pyplot()
@@ -228,13 +239,9 @@ def plot_claims(panels: dict[str, dict], out: Path) -> None:
         fig.tight_layout()
         fig.savefig(out / f"claim_{name}.png", dpi=110)
         plt.close(fig)
-    cols = 2 if len(panels) > 1 else 1
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
-    for ax, (name, s) in zip(axes.flat, panels.items()):
+    fig, axes = panel_grid(plt, len(panels), 6, 4)
+    for ax, (name, s) in zip(axes, panels.items()):
         draw_setting(ax, s, name, shown(name, s))
-    for ax in axes.flat[len(panels):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(out / "claims.png", dpi=100)
     plt.close(fig)
@@ -242,15 +249,17 @@ def plot_claims(panels: dict[str, dict], out: Path) -> None:
 
 def plot_curves(results: list[dict], out: Path) -> None:
     """training.png: the transformer's error at each criterion's k against training steps, one
-    panel per claim, with the comparators' final errors at that k as horizontal lines."""
+    panel per claim, with the comparators' final errors and predicting 0 at that k as horizontal lines."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3.3), squeeze=False)
-    for ax, r in zip(axes.flat, results):
+    fig, axes = panel_grid(plt, len(results), 6, 3.6)
+    for ax, r in zip(axes, results):
         for i, (k, errs) in enumerate(r["curve"]["errors"].items()):
             ax.plot(r["curve"]["steps"], errs, "o-", color=f"C{i}", label=f"transformer, k={k}")
             for j, (model, e) in enumerate((m, e) for m, e in r["errors"].items() if m != "transformer"):
                 ax.axhline(e[k][0], color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
-        ax.set(title=r["claim"], xlabel="training step", ylabel="error", ylim=(0, None))
+            ax.axhline(r["trivial"][k], color="k", ls="--", lw=0.6)
+        top = max([*r["trivial"].values(), *(e for errs in r["curve"]["errors"].values() for e in errs)], default=1.0)
+        ax.set(title=f"{r['claim']} (black: predict 0)", xlabel="training step", ylabel="error", ylim=(0, 1.1 * top))
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(out / "training.png", dpi=100)
