@@ -46,7 +46,7 @@ def pytest_configure(config):
     if config.getoption("--benchmark") and not config.getoption("benchmark_json", None):
         results = Path(__file__).parent / "results"
         results.mkdir(exist_ok=True)
-        config.option.benchmark_json = open(results / f"{machine_name()}-{datetime.date.today()}.json", "wb")
+        config.option.benchmark_json = results / f"{machine_name()}-{datetime.date.today()}.json"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -20,10 +20,17 @@ def test_every_task_and_model_composes_and_checks(compose_cfg, task, model):
     assert model_config(cfg).n_dims == cfg.task.n_dims
 
 
-@pytest.mark.parametrize("experiment", options("experiment"))
-@pytest.mark.parametrize("task", options("task"))
+@pytest.mark.parametrize("task, experiment", [  # a claim's experiment is sized for its own task
+    (t, e) for t in options("task") for e in options("experiment") if not e.startswith("claim_") or e == f"claim_{t}"
+])
 def test_every_experiment_composes(compose_cfg, experiment, task):
     check_config(compose_cfg(f"task={task}", f"experiment={experiment}"))
+
+
+def test_a_claim_experiment_with_another_task_fails_clearly(compose_cfg):
+    cfg = compose_cfg("task=sparse_linear", "experiment=claim_linear")  # curriculum from 2 dims, sparsity 3
+    with pytest.raises(ValueError, match="task.sparsity=3 is above the 2 active dims the curriculum starts with"):
+        check_config(cfg)
 
 
 @pytest.mark.parametrize("task", options("task"))
