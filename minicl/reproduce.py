@@ -5,8 +5,9 @@ trains each claim's run that is missing (a finished run in its directory is reus
 interrupted one resumed), evaluates it on fresh prompts of the standard setting with its task's
 baselines (bootstrap bands), reads the transformer's error at the criteria's k from the run's
 snapshots (how far training got, and when), and writes OUT/<scale>/claims.json, one figure per
-claim, a combined one and training.png, and prints the verdict table. `scale=cpu` runs `experiment=claim_<task>` (sized for
-2 CPU cores); `scale=paper` the task's defaults (standard model, 500k steps), meant for a GPU.
+claim, a combined one and training.png, and prints the verdict table. `scale=cpu` runs
+`experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the task's defaults (standard
+model, 500k steps), meant for a GPU.
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
 at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
