@@ -108,7 +108,7 @@ class TanhGELU(torch.autograd.Function):
     x sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)). With ATen's AVX2 kernels tanh
     is several times slower than sigmoid, which made ATen's tanh GELU the largest cost of a small
     fp32 CPU training step there; this form and its hand-written gradient use one sigmoid. With
-    AVX-512 kernels ATen's GELU is the faster one (benchmarks/test_train_speed.py measures both)."""
+    AVX-512 kernels the two measured about as fast (benchmarks/test_train_speed.py times both)."""
 
     C2 = 2 * math.sqrt(2 / math.pi)  # 2u = C2 (x + A x^3)
     A = 0.044715
