@@ -29,7 +29,7 @@ from minicl.checkpoint import latest_checkpoint, model_from_state, read_checkpoi
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
 from minicl.config import register_schemas, task_from_config
 from minicl.evaluate import CONF, draw_setting, evaluate_run, setting_prompts
-from minicl.train import train
+from minicl.train import config_differences, resolved_config, train
 
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
 
@@ -148,7 +148,14 @@ def trained_and_evaluated(cfg: DictConfig, run_dir: Path, n_prompts: int, device
     """Train the run unless it is finished, evaluate it unless metrics.json is newer; its metrics."""
     state = latest_checkpoint(run_dir) if run_dir.exists() else None
     if state is None or state["step"] < cfg.trainer.steps:
-        train(cfg, run_dir)
+        train(cfg, run_dir)  # resumes an interrupted run, refusing one of another config
+    else:
+        diffs = config_differences(state["config"], resolved_config(cfg, resolve_device(cfg.trainer.device)))
+        if state["step"] != cfg.trainer.steps:
+            diffs.append(f"trainer.steps: {state['step']} -> {cfg.trainer.steps}")
+        if diffs:
+            raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
+                             "move it away or pass another out=")
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and metrics_path.stat().st_mtime > (run_dir / "state.pt").stat().st_mtime:
         metrics = json.loads(metrics_path.read_text())

@@ -284,11 +284,17 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
         task, cfg.task.curriculum.points.end, make_generators(tr.seed, device),
         cfg.task.num_tasks, cfg.task.num_training_examples, pool_seed=tr.seed,
     )
+    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler,
+               resolved_config(cfg, device))
+
+
+def resolved_config(cfg: DictConfig, device: torch.device) -> dict:
+    """The config as checkpoints save it: resolved, naming the precision and compilation that run."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    trainer = resolved["trainer"]  # the saved config names the precision and compilation that ran
-    trainer["amp"] = bf16_is_fast(device) if tr.amp is None else tr.amp
-    trainer["compile"] = device.type == "cuda" if tr.compile is None else tr.compile
-    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler, resolved)
+    trainer = resolved["trainer"]
+    trainer["amp"] = bf16_is_fast(device) if cfg.trainer.amp is None else cfg.trainer.amp
+    trainer["compile"] = device.type == "cuda" if cfg.trainer.compile is None else cfg.trainer.compile
+    return resolved
 
 
 def resume(run: Run) -> None:
