@@ -147,6 +147,40 @@ class Ridge:
         return linear_predictions(self.weights(xs, ys), queries)
 
 
+NOISELESS_STD = 0.1  # dmmse's assumed label noise for noiseless tasks: small against the unit-scale labels
+
+
+@register("dmmse")
+@dataclass
+class DMMSE:
+    """The Bayes-optimal prediction when w is drawn uniformly from a finite pool (M, D) of weight
+    vectors: the posterior mean sum_m p(m | pairs before i) x . w_m under N(0, noise_std^2) label
+    noise (NOISELESS_STD for noiseless tasks). With no pairs yet it is the pool's mean prediction.
+    Prompts are taken in chunks of at most `max_terms` (prompt, point, pooled task) terms."""
+
+    pool: torch.Tensor
+    noise_std: float = NOISELESS_STD
+    max_terms: int = 2**24
+
+    def __post_init__(self):
+        if self.pool.ndim != 2 or len(self.pool) == 0:
+            raise ValueError(f"dmmse needs a pool of weight vectors (M, D), got shape {tuple(self.pool.shape)}")
+        if self.noise_std <= 0:
+            raise ValueError(f"dmmse noise_std must be positive, got {self.noise_std}")
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        w = self.pool.to(xs.device, torch.float64).T  # (D, M)
+        chunk = max(1, self.max_terms // (xs.shape[1] * w.shape[1]))
+        out = []
+        for i in range(0, len(xs), chunk):
+            x, y, q = (t[i : i + chunk].double() for t in (xs, ys, queries))
+            residual = (y.unsqueeze(-1) - x @ w) ** 2  # (B, N, M): each pooled task's misfit per pair
+            log_posterior = -(torch.cumsum(residual, dim=1) - residual) / (2 * self.noise_std**2)  # pairs before i
+            out.append((torch.softmax(log_posterior, dim=-1) * (q @ w)).sum(-1))
+        return torch.cat(out).to(xs.dtype)
+
+
 @register("averaging")
 @dataclass
 class Averaging:

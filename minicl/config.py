@@ -79,10 +79,19 @@ class TrainerSchema:
 
 
 @dataclass
+class LoggerSchema:
+    name: str = "none"  # none | tensorboard | wandb (metrics.jsonl is written in every case)
+    project: str = "minicl"  # wandb
+    entity: Optional[str] = None  # wandb
+    mode: str = "online"  # wandb: online | offline
+
+
+@dataclass
 class TrainSchema:
     task: TaskSchema = MISSING
     model: ModelSchema = MISSING
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    logger: LoggerSchema = field(default_factory=LoggerSchema)
 
 
 @dataclass
@@ -129,10 +138,12 @@ def register_schemas() -> None:
     cs.store(name="reproduce_schema", node=ReproduceSchema)
     cs.store(group="task", name="task_schema", node=TaskSchema)
     cs.store(group="model", name="model_schema", node=ModelSchema)
+    cs.store(group="logger", name="logger_schema", node=LoggerSchema)
 
 
 DEVICES = ("auto", "cpu", "cuda")
 SCHEDULES = ("constant", "cosine")
+LOGGERS, WANDB_MODES = ("none", "tensorboard", "wandb"), ("online", "offline")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 
@@ -197,3 +208,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.on_nonfinite must be 'stop' or 'skip', got {tr.on_nonfinite!r}")
     if tr.device.split(":")[0] not in DEVICES:
         raise ValueError(f"trainer.device={tr.device!r} is not one of {DEVICES} (or cuda:N)")
+    lg = cfg.logger
+    if lg.name not in LOGGERS:
+        raise ValueError(f"logger={lg.name!r} is not one of {LOGGERS}")
+    if lg.mode not in WANDB_MODES:
+        raise ValueError(f"logger.mode must be one of {WANDB_MODES}, got {lg.mode!r}")

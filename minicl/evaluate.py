@@ -18,11 +18,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from minicl.baselines import build_baseline
+from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
 from minicl.checkpoint import model_from_state, read_run
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
 from minicl.config import register_schemas, task_from_config
-from minicl.tasks import Linear, build_task, make_generators, sample_xs
+from minicl.tasks import Linear, PromptSampler, build_task, make_generators, sample_xs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
@@ -31,15 +31,17 @@ SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test",
 SCALES = ["0.333", "0.5", "2", "3"]
 
 
-def default_settings(task_name: str) -> list[str]:
-    """The paper's settings for a task: every shift for the linear classes, standard for the others."""
+def default_settings(task_name: str, pooled: bool = False) -> list[str]:
+    """The paper's settings for a task: every shift for the linear classes, standard for the others;
+    a run trained on a finite pool of tasks also gets pool_tasks (standard's tasks are fresh)."""
+    first = ["standard", "pool_tasks"] if pooled else ["standard"]
     if task_name in LINEAR_TASKS:
         noisy = ["noisy_linear"] if task_name in NOISY_TASKS else []
         scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
-        return ["standard", *SHIFTS, *scales, *noisy]
+        return [*first, *SHIFTS, *scales, *noisy]
     if task_name == "relu_2nn":
-        return ["standard", "linear"]
-    return ["standard"]
+        return [*first, "linear"]
+    return first
 
 
 # ---------------------------------------------------------------- settings
@@ -76,7 +78,7 @@ def orthogonal_queries(xs: torch.Tensor) -> torch.Tensor:
 
 def check_setting(setting: str) -> None:
     """Raise ValueError unless `setting` is one this module can build."""
-    fixed = {"standard", "noisy_linear", "linear", *SHIFTS}
+    fixed = {"standard", "pool_tasks", "noisy_linear", "linear", *SHIFTS}
     for prefix in ("scale_x_", "scale_y_"):
         if setting.startswith(prefix):
             try:
@@ -90,12 +92,18 @@ def check_setting(setting: str) -> None:
 
 
 def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int, device="cpu",
-                    noise_std: float = 1.0) -> Prompts:
+                    noise_std: float = 1.0, num_tasks: int | None = None, pool_seed: int = 0) -> Prompts:
     """Prompts of one evaluation setting (see default_settings); seeded by `seed` and the setting.
-    `noise_std` is the label noise of the noisy_linear setting (the run's task.noise_std)."""
+    `noise_std` is the label noise of the noisy_linear setting (the run's task.noise_std);
+    pool_tasks draws functions from the pool of `num_tasks` a run with seed `pool_seed` trained on."""
     check_setting(setting)
     gens = make_generators(seed, device, "eval")
     d = task.n_dims
+    if setting == "pool_tasks":
+        if not num_tasks:
+            raise ValueError("the pool_tasks setting needs a run trained on a finite pool of tasks (task.num_tasks)")
+        xs, ys = PromptSampler(task, n_points, gens, num_tasks=num_tasks, pool_seed=pool_seed).sample(n_prompts)
+        return Prompts(xs, ys, None, ys, task)
     if setting == "noisy_linear" and task.name not in NOISY_TASKS:
         raise ValueError(f"the noisy_linear setting needs one of the tasks {NOISY_TASKS}, not {task.name!r}")
     if setting == "linear":
@@ -228,11 +236,15 @@ def evaluate(
     batch_size: int = 256,
     bootstrap: int = 1000,
     progress: bool = True,
+    pool_seed: int | None = None,
 ) -> dict:
-    """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/."""
+    """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/.
+    A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
     task = task_from_config(OmegaConf.create(task_cfg))
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
-    settings = list(settings or default_settings(task.name))
+    num_tasks = task_cfg.get("num_tasks")
+    pool_seed = seed if pool_seed is None else pool_seed
+    settings = list(settings or default_settings(task.name, pooled=bool(num_tasks)))
     for setting in settings:
         check_setting(setting)
     out_dir = Path(out_dir)
@@ -241,7 +253,8 @@ def evaluate(
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     for setting in settings:
-        p = setting_prompts(setting, task, n_prompts, n_points, seed, device, task_cfg.get("noise_std", 1.0))
+        p = setting_prompts(setting, task, n_prompts, n_points, seed, device, task_cfg.get("noise_std", 1.0),
+                            num_tasks, pool_seed)
         # predicting 0 does equally badly at every k: one number, repeated for the plot's dashed line
         trivial = pointwise_metric(p.task, torch.zeros_like(p.targets), p.targets, task.normaliser).mean().expand(p.targets.shape[1])
         entry = {
@@ -264,6 +277,17 @@ def evaluate(
     return metrics
 
 
+def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
+    """For a linear run trained on a finite pool of tasks: dmmse, Bayes-optimal for the pool, and
+    ridge, Bayes-optimal for the Gaussian prior of fresh tasks, under the same label noise."""
+    if not task_cfg.get("num_tasks") or task_cfg["name"] not in ("linear", "noisy_linear"):
+        return {}
+    task = task_from_config(OmegaConf.create(task_cfg))
+    pool = PromptSampler(task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed).function_pool["w"]
+    noise_std = task.noise_std if task.name == "noisy_linear" else NOISELESS_STD
+    return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
+
+
 def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto",
                  baselines_task: str | None = None, **kwargs) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/.
@@ -276,8 +300,10 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
         baselines = default_baselines(task_cfg)
     predictors |= load_baselines(baselines)
-    kwargs.setdefault("seed", state["config"]["trainer"]["seed"])
-    metrics = evaluate(task_cfg, predictors, run_dir, device=device, **kwargs)
+    pool_seed = state["config"]["trainer"]["seed"]  # the pool a run trains on is drawn from its seed
+    predictors |= pool_baselines(task_cfg, pool_seed)
+    kwargs.setdefault("seed", pool_seed)
+    metrics = evaluate(task_cfg, predictors, run_dir, device=device, pool_seed=pool_seed, **kwargs)
     print(format_table(metrics))
     return metrics
 

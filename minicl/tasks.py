@@ -251,8 +251,9 @@ class PromptSampler:
     Always samples `n_points` points at the full width, with coordinates past the active dims
     zeroed, so the shapes in the training step never change. `num_tasks` fixes a pool of
     functions and `num_training_examples` a pool of prompts (inputs and functions), both drawn
-    once from `pool_seed`. A pool of sparse tasks holds dense w and draws each batch's supports
-    over the active dims (as the original does); a pool of prompts keeps its functions whole.
+    once from `pool_seed` on the CPU (the same pool on every device). A pool of sparse tasks holds
+    dense w and draws each batch's supports over the active dims (as the original does); a pool
+    of prompts keeps its functions whole.
     """
 
     def __init__(
@@ -271,12 +272,13 @@ class PromptSampler:
         if pool_size is not None:
             if pool_size <= 0:
                 raise ValueError(f"num_tasks / num_training_examples must be positive, got {pool_size}")
-            pool_gens = make_generators(pool_seed, gens["functions"].device, "pool")
+            pool_gens, device = make_generators(pool_seed, "cpu", "pool"), gens["functions"].device
             self.resample_support = isinstance(task, SparseLinear) and num_training_examples is None
             pooled = Linear.sample if self.resample_support else type(task).sample
-            self.function_pool = pooled(task, pool_gens["functions"], pool_size, task.n_dims)
+            pool = pooled(task, pool_gens["functions"], pool_size, task.n_dims)  # on the CPU: one pool on every device
+            self.function_pool = {name: value.to(device) for name, value in pool.items()}
             if num_training_examples is not None:
-                self.input_pool = sample_xs(pool_gens["inputs"], pool_size, n_points, task.n_dims)
+                self.input_pool = sample_xs(pool_gens["inputs"], pool_size, n_points, task.n_dims).to(device)
 
     def sample(self, batch: int, n_active: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n_dims = self.task.n_dims

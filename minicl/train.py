@@ -29,9 +29,10 @@ from minicl.baselines import LeastSquares
 from minicl.checkpoint import latest_checkpoint, save_atomic, save_checkpoint
 from minicl.common import pointwise_metric, predict_in_batches, resolve_device, standard_prompts
 from minicl.config import check_config, model_config, register_schemas, task_from_config
-from minicl.evaluate import evaluate_run
+from minicl.evaluate import CONF, evaluate_run
 from minicl.model import ModelConfig, Transformer
 from minicl.tasks import PromptSampler, curriculum_at, make_generators
+from minicl.tracking import Tracker, make_tracker
 
 register_schemas()
 
@@ -73,7 +74,7 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     (trainer.steps too, unless a cosine schedule depends on it)."""
     resumable = RESUMABLE_CHANGES - ({"steps"} if current.get("trainer", {}).get("schedule") == "cosine" else set())
     diffs = []
-    for section in sorted(saved.keys() | current.keys()):
+    for section in sorted((saved.keys() | current.keys()) - {"logger"}):  # tracking does not change results
         a, b = saved.get(section, {}), current.get(section, {})
         if not isinstance(a, dict) or not isinstance(b, dict):
             if a != b:
@@ -210,6 +211,7 @@ class Run:
     resolved: dict  # the config as saved in every checkpoint, trainer.amp and trainer.compile resolved
     step: int = 0
     train_step: TrainStep | None = None  # made once the run has resumed
+    tracker: Tracker | None = None  # logger=tensorboard|wandb, on the writing rank
 
     @property
     def writes(self) -> bool:
@@ -250,7 +252,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
     resume(run)
     run.train_step = make_train_step(run)  # after resuming: DDP broadcasts the weights it finds
     announce(run)
-    run_steps(run)
+    run.tracker = make_tracker(cfg.logger, run.run_dir, run.resolved) if run.writes else None
+    try:
+        run_steps(run)
+    finally:
+        if run.tracker:
+            run.tracker.close()
     if run.writes:
         final_report(run.model, run.task, cfg, run.device, run.run_dir)
         if cfg.trainer.evaluate_at_end:
@@ -334,6 +341,9 @@ def announce(run: Run) -> None:
     if not run.writes:
         return
     where = f"{run.device}" + (f" in {run.world} processes" if run.world > 1 else "")
+    if run.device.type == "cpu":
+        threads = torch.get_num_threads()
+        where += f" ({threads} thread{'s' * (threads > 1)}, process {os.getpid()})"
     ts = run.train_step
     how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
     precision = "bf16 autocast" if ts.amp else "fp32 (TF32 matmuls)" if run.device.type == "cuda" else "fp32"
@@ -403,6 +413,8 @@ def log(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
         record["skipped"] = run.train_step.skipped
     with open(run.log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
+    if run.tracker:
+        run.tracker.log(record)
     bar.set_postfix(loss=f"{record['loss']:.4f}", dims=n_dims, points=n_points)
     tally.since_time = now
 
@@ -429,8 +441,19 @@ def write(run: Run, save, what: str) -> None:
                       "the checkpoints already there are intact") from e
 
 
-@hydra.main(version_base=None, config_path="../conf", config_name="train")
+def share_cores(n_jobs: int | None) -> None:
+    """Under a launcher that runs `n_jobs` jobs side by side (hydra/launcher=joblib), give each
+    job's torch its share of the cores, so that the jobs do not oversubscribe them."""
+    if n_jobs is None:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_jobs = cores if n_jobs < 1 else n_jobs  # joblib's -1: a job per core
+    torch.set_num_threads(max(1, cores // n_jobs))
+
+
+@hydra.main(version_base=None, config_path=str(CONF), config_name="train")
 def main(cfg: DictConfig) -> None:
+    share_cores(HydraConfig.get().launcher.get("n_jobs"))
     try:
         train(cfg, HydraConfig.get().runtime.output_dir)
     finally:
@@ -439,4 +462,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from minicl.train import main as importable  # joblib's workers unpickle the job by its module's name
+    importable()

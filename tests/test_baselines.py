@@ -14,7 +14,7 @@ from xgboost import XGBRegressor
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 from reference import fit_2nn, module_2nn  # noqa: E402
 
-from minicl.baselines import (GD2NN, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
+from minicl.baselines import (DMMSE, GD2NN, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
                               prefix_gram, prefix_least_squares)
 
 
@@ -170,3 +170,39 @@ def test_baseline_parameter_errors():
     with pytest.raises(ValueError, match="exactly one of lam or noise_std"):
         build_baseline("ridge")
     assert build_baseline("ridge", noise_std=0.5).lam == 0.25
+
+
+def numpy_dmmse(pool, noise_std, xs, ys, qs):
+    """Per prompt and prefix, in float64: the posterior mean over the pool given the pairs before i."""
+    W, X, Y, Q = (t.double().numpy() for t in (pool, xs, ys, qs))
+    out = np.zeros(Y.shape)
+    for b in range(X.shape[0]):
+        for i in range(X.shape[1]):
+            log_p = -((Y[b, :i, None] - X[b, :i] @ W.T) ** 2).sum(0) / (2 * noise_std**2)
+            p = np.exp(log_p - log_p.max())
+            out[b, i] = (p / p.sum()) @ (W @ Q[b, i])
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("pool_size, noise_std", [(1, 0.1), (7, 0.5), (300, 0.1)])
+def test_dmmse_is_the_posterior_mean_over_the_pool(pool_size, noise_std):
+    xs, ys, qs = prompts(B=5, N=9, D=4)
+    pool = torch.randn(pool_size, 4, generator=torch.Generator().manual_seed(1))
+    got = DMMSE(pool, noise_std)(xs.double(), ys.double(), qs.double())
+    torch.testing.assert_close(got, numpy_dmmse(pool, noise_std, xs, ys, qs), rtol=0, atol=1e-6)
+    chunked = DMMSE(pool, noise_std, max_terms=2 * 9 * pool_size)(xs.double(), ys.double(), qs.double())
+    torch.testing.assert_close(chunked, got, rtol=0, atol=1e-12)  # two prompts at a time
+    if pool_size == 1:  # one task: it is known before any pair
+        torch.testing.assert_close(got, (qs.double() @ pool[0].double()), rtol=0, atol=1e-12)
+
+
+def test_dmmse_finds_the_pooled_task_a_prompt_was_drawn_from():
+    g = torch.Generator().manual_seed(0)
+    pool, xs = torch.randn(64, 5, generator=g), torch.randn(8, 12, 5, generator=g)
+    ys = (xs @ pool[:8].T).diagonal(dim1=0, dim2=2).T  # prompt b uses pooled task b
+    preds = build_baseline("dmmse", pool=pool)(xs, ys)
+    torch.testing.assert_close(preds[:, 8:], ys[:, 8:], rtol=0, atol=1e-4)  # far fewer than d pairs suffice
+    with pytest.raises(ValueError, match="noise_std must be positive"):
+        DMMSE(pool, 0.0)
+    with pytest.raises(ValueError, match="pool of weight vectors"):
+        DMMSE(pool[0])

@@ -9,7 +9,7 @@ import torch
 from minicl.baselines import LeastSquares
 from minicl.evaluate import (check_setting, default_baselines, default_settings, evaluate, evaluate_run, load_baselines,
                              noisy_labels, setting_prompts)
-from minicl.tasks import build_task
+from minicl.tasks import PromptSampler, build_task, make_generators
 from minicl.train import train
 
 D, N = 8, 17
@@ -130,6 +130,21 @@ def test_evaluate_run_writes_next_to_the_run(tiny_cfg, tmp_path):
     metrics = evaluate_run(tmp_path, n_prompts=32, settings=["standard", "random_quadrants"], progress=False, device="cpu")
     assert "transformer" in metrics["settings"]["random_quadrants"]["models"]
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "plots" / "random_quadrants.png").exists()
+
+
+def test_a_pool_run_is_evaluated_on_its_pool_and_on_fresh_tasks_with_dmmse_and_ridge(tiny_cfg, tmp_path):
+    train(tiny_cfg("task.num_tasks=4", "trainer.seed=3"), tmp_path)
+    metrics = evaluate_run(tmp_path, n_prompts=64, progress=False, device="cpu")
+    assert list(metrics["settings"])[:2] == ["standard", "pool_tasks"]
+    pooled, fresh = (metrics["settings"][s]["models"] for s in ("pool_tasks", "standard"))
+    assert {"dmmse", "ridge"} <= pooled.keys() and pooled["dmmse"]["mean"][3] < 1e-3  # 3 pairs pick 1 of 4 tasks
+    assert fresh["dmmse"]["mean"][10] > 0.1 > fresh["ridge"]["mean"][10]  # fresh tasks: the pool's posterior is wrong
+    pool = PromptSampler(build_task("linear", n_dims=5), 1, make_generators(0), num_tasks=4, pool_seed=3).function_pool["w"]
+    p = setting_prompts("pool_tasks", build_task("linear", n_dims=5), 64, 11, 0, num_tasks=4, pool_seed=3)
+    fits = (p.ys.unsqueeze(-1) - p.xs @ pool.T).abs().amax(1)  # (prompts, pooled tasks): one fits exactly
+    assert (fits.amin(1) < 1e-4).all() and len(set(fits.argmin(1).tolist())) == 4
+    with pytest.raises(ValueError, match="needs a run trained on a finite pool"):
+        setting_prompts("pool_tasks", build_task("linear", n_dims=5), 4, 11, 0)
 
 
 def test_command_line_baselines_only(tmp_path):

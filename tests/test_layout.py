@@ -10,13 +10,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicl"
 # __init__ (what `import minicl` gives).
 LAYERS = [
     {"model", "tasks"},
-    {"common", "config"},
+    {"common", "config", "tracking"},
     {"convert"},
     {"checkpoint", "baselines"},
     {"estimators", "evaluate"},
     {"minicl", "train"},
     {"probe"},
-    {"explore", "reproduce"},
+    {"explore", "reproduce", "compare"},
 ]
 
 
@@ -24,10 +24,20 @@ def module_name(path: Path) -> str:
     return "minicl" if path.name == "__init__.py" else path.stem
 
 
+def script_block(node: ast.AST) -> bool:
+    """`if __name__ == "__main__":`, where a module run with -m may import its importable self."""
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and isinstance(test, ast.Compare) and getattr(test.left, "id", "") == "__name__"
+
+
 def minicl_imports(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, minicl module) for every import of the package's modules, at any depth."""
+    """(line, minicl module) for every import of the package's modules, at any depth, outside
+    the script block."""
+    script = {id(inner) for node in ast.walk(tree) if script_block(node) for inner in ast.walk(node)}
     found = []
     for node in ast.walk(tree):
+        if id(node) in script:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -1,0 +1,57 @@
+import json
+import os
+import sys
+
+import pytest
+
+from minicl.train import train
+
+LOGGED = ["trainer.steps=3", "trainer.log_every=1", "trainer.checkpoint_every=2"]
+
+
+def crash_after_last_log(run_dir):
+    """As if the run died after logging step 3 but before its step-3 checkpoint: step 2's is the newest."""
+    os.replace(run_dir / "state.prev.pt", run_dir / "state.pt")
+
+
+def logged_losses(run_dir):
+    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+def test_tensorboard_events_hold_every_logged_step_once_across_a_resume(tiny_cfg, tmp_path):
+    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny_cfg("logger=tensorboard", *LOGGED), tmp_path)
+    crash_after_last_log(tmp_path)
+    train(tiny_cfg("logger=tensorboard", *LOGGED), tmp_path)  # resumes at step 2, redoes step 3
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scalars = events.Scalars("train/loss")
+    assert [e.step for e in scalars] == [1, 2, 3]
+    assert [e.value for e in scalars] == pytest.approx([logged_losses(tmp_path)[s] for s in (1, 2, 3)], rel=1e-6)
+    assert "train/steps_per_s" in events.Tags()["scalars"]
+
+
+def test_wandb_offline_writes_its_run_and_a_resume_continues_the_same_id(tiny_cfg, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the [wandb] extra is not installed")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = ("logger=wandb", "logger.mode=offline", *LOGGED)
+    train(tiny_cfg(*cfg), tmp_path)
+    run_id = json.loads((tmp_path / "tracking.json").read_text())["wandb_id"]
+    crash_after_last_log(tmp_path)
+    train(tiny_cfg(*cfg[:-2], "trainer.steps=4", "trainer.log_every=1", "trainer.checkpoint_every=2"), tmp_path)
+    tracking = json.loads((tmp_path / "tracking.json").read_text())
+    assert tracking == {"last_step": 4, "wandb_id": run_id}
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)  # one wandb run, written twice
+    assert all(any(r.glob("*.wandb")) for r in runs)
+
+
+def test_a_missing_extra_is_named_and_the_logger_is_not_part_of_the_run(tiny_cfg, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(ImportError, match=r'logger=wandb needs its extra: pip install -e "\.\[wandb\]"'):
+        train(tiny_cfg("logger=wandb"), tmp_path)
+    with pytest.raises(ValueError, match="logger='mlflow' is not one of"):
+        train(tiny_cfg("logger.name=mlflow"), tmp_path)
+    train(tiny_cfg(), tmp_path)  # the failed start left a resumable run; the logger does not change it
