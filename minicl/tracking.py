@@ -12,9 +12,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-EXTRAS = {"tensorboard": "tensorboard", "wandb": "wandb"}
-
-
 class Tracker:
     """Sends metrics.jsonl records to a tracking backend, each step at most once over resumes."""
 
@@ -85,4 +82,4 @@ def make_tracker(logger: DictConfig, run_dir: Path, config: dict) -> Tracker | N
     try:
         return TensorBoard(run_dir) if logger.name == "tensorboard" else WandB(run_dir, logger, config)
     except ImportError as e:
-        raise ImportError(f"logger={logger.name} needs its extra: pip install -e \".[{EXTRAS[logger.name]}]\" ({e})") from e
+        raise ImportError(f"logger={logger.name} needs its extra: pip install -e \".[{logger.name}]\" ({e})") from e
