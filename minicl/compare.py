@@ -132,7 +132,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
     swept = differing_keys(configs)
     if len(swept) == 1:  # a one-knob sweep: every model's error at k = d against the knob
         k = min(first["n_dims"], n_points - 1)
-        values = {label: flatten(configs[runs[0]])[swept[0]] for label, runs in groups.items()}
+        values = {label: flatten(configs[members[0]])[swept[0]] for label, members in groups.items()}
         at_k = errors_at(groups, metrics, settings, k)
         plot_sweep(swept[0], values, at_k, k, out / "sweep.png")
         table += "\n\n" + format_sweep(at_k, k)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+
 class Tracker:
     """Sends metrics.jsonl records to a tracking backend, each step at most once over resumes."""
 
