@@ -5,9 +5,9 @@ with the modules that use them (minicl.ICLRegressor loads scikit-learn on first 
 """
 
 from minicl.checkpoint import load_model
-from minicl.model import ModelConfig, Transformer
+from minicl.model import ModelConfig, Transformer, build_model
 
-__all__ = ["ICLClassifier", "ICLRegressor", "ModelConfig", "Transformer", "load_model"]
+__all__ = ["ICLClassifier", "ICLRegressor", "ModelConfig", "Transformer", "build_model", "load_model"]
 
 
 def __getattr__(name: str):

@@ -10,7 +10,7 @@ import torch
 
 from minicl.common import STATE, CheckpointError, save_atomic
 from minicl.convert import read_original_run
-from minicl.model import ModelConfig, Transformer
+from minicl.model import ModelConfig, PromptModel, build_model
 
 PREVIOUS = "state.prev.pt"  # the checkpoint before the latest, STATE
 
@@ -84,14 +84,14 @@ def read_run(path: str | os.PathLike) -> dict:
     return state
 
 
-def model_from_state(state: dict) -> Transformer:
-    """The Transformer a checkpoint (as read_run returns it) holds, in eval mode."""
-    model = Transformer(ModelConfig(**state["model_config"]))
+def model_from_state(state: dict) -> PromptModel:
+    """The model a checkpoint (as read_run returns it) holds, in eval mode."""
+    model = build_model(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
     return model.eval()
 
 
-def load_model(path: str | os.PathLike) -> Transformer:
-    """The trained Transformer of a run directory (minicl's or the original code's) or of a
+def load_model(path: str | os.PathLike) -> PromptModel:
+    """The trained model of a run directory (minicl's or the original code's) or of a
     checkpoint file, in eval mode on CPU."""
     return model_from_state(read_run(path))

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from minicl.checkpoint import read_run
-from minicl.common import STATE, pyplot
+from minicl.common import STATE, pyplot, trained_label
 from minicl.evaluate import evaluate_run, table_ks
-from minicl.train import RESUMABLE_CHANGES
+from minicl.model import MODELS
+from minicl.train import RESUMABLE_CHANGES, with_added_keys
 
 IGNORED = {"trainer.seed", *(f"trainer.{key}" for key in RESUMABLE_CHANGES - {"steps"})}  # and logger.*
 OPTIONS = {"out": str, "n_prompts": int, "device": str}
@@ -114,7 +115,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
     """Compare the runs in `paths`; writes loss.png, error.png and table.md to `out`; returns the table."""
     paths = [Path(p) for p in paths]
     runs = find_runs(paths)
-    configs = {run: read_run(run)["config"] for run in runs}
+    configs = {run: with_added_keys(read_run(run)["config"]) for run in runs}
     check_comparable(configs)
     groups = group_runs(configs)
     metrics = {run: run_metrics(run, run_settings(cfg), n_prompts, device) for run, cfg in configs.items()}
@@ -142,11 +143,11 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
     return table
 
 
-def transformer_errors(runs: list[Path], metrics: dict, setting: str) -> list[np.ndarray]:
-    """Per run, the transformer's mean error against k, cut to the shortest prompts of all runs."""
+def trained_errors(runs: list[Path], metrics: dict, setting: str) -> list[np.ndarray]:
+    """Per run, the trained model's mean error against k, cut to the shortest prompts of all runs."""
     n = min(m["n_points"] for m in metrics.values())
-    return [np.array(metrics[r]["settings"][setting]["models"]["transformer"]["mean"][:n]) for r in runs
-            if setting in metrics[r]["settings"]]
+    models = [metrics[r]["settings"][setting]["models"] for r in runs if setting in metrics[r]["settings"]]
+    return [np.array(m[trained_label(m)]["mean"][:n]) for m in models]
 
 
 def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[str], ks: list[int]) -> str:
@@ -154,7 +155,7 @@ def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[st
              "|---|---|---|" + "---|" * len(ks)]
     for label, runs in groups.items():
         for setting in settings:
-            errors = transformer_errors(runs, metrics, setting)
+            errors = trained_errors(runs, metrics, setting)
             if not errors:
                 continue
             errors = np.stack(errors)
@@ -204,14 +205,15 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, path: Path) -> None:
             points = [(values[label], at_k[label][setting][model]) for label in numeric if model in at_k[label].get(setting, {})]
             x, runs = [p[0] for p in points], [p[1] for p in points]
             mean = [np.mean(r) for r in runs]
-            if model == "transformer":
+            if model in MODELS:
                 (line,) = ax.plot(x, mean, "o-", lw=2, label=model)
                 ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color=line.get_color(), alpha=0.2)
             else:
                 ax.plot(x, mean, ".--", lw=1, label=model)
         for label, v in values.items():
-            if label not in numeric and "transformer" in at_k[label].get(setting, {}):
-                ax.axhline(np.mean(at_k[label][setting]["transformer"]), color="k", ls=":", lw=1.2, label=f"transformer, {label}")
+            trained = [m for m in at_k[label].get(setting, {}) if m in MODELS]
+            if label not in numeric and trained:
+                ax.axhline(np.mean(at_k[label][setting][trained[0]]), color="k", ls=":", lw=1.2, label=f"{trained[0]}, {label}")
         if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
             ax.set_xscale("log", base=2)
         ax.set(xlabel=key, ylabel=f"error at k = {k}", title=SETTINGS[setting])
@@ -240,7 +242,7 @@ def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
     fig, axes = plt.subplots(1, len(settings), figsize=(7 * len(settings), 4.5), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         for label, runs in groups.items():
-            errors = transformer_errors(runs, metrics, setting)
+            errors = trained_errors(runs, metrics, setting)
             if not errors:
                 continue
             k, (mean, lo, hi) = np.arange(len(errors[0])), (f(np.stack(errors), 0) for f in (np.mean, np.min, np.max))
@@ -249,7 +251,7 @@ def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
         reference = next(metrics[r] for runs in groups.values() for r in runs if setting in metrics[r]["settings"])
         s = reference["settings"][setting]
         for name, m in s["models"].items():
-            if name != "transformer":
+            if name not in MODELS:
                 ax.plot(m["mean"], "--", lw=1, label=name)
         ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
         ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=(0, 1.25 * s["trivial"][0]),

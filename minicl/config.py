@@ -10,7 +10,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from minicl.model import ModelConfig
+from minicl.model import MODELS, ModelConfig
 from minicl.tasks import TASKS, build_task
 
 
@@ -51,7 +51,11 @@ class ModelSchema:
     n_layer: int = 12
     n_head: int = 8
     dropout: float = 0.0
-    pos_emb: str = "learned"
+    pos_emb: str = "learned"  # learned | rope | none (attention archs; the recurrent ones have no positions)
+    arch: str = "transformer"  # transformer | linear_attention | lstm | mamba
+    d_state: int = 16  # mamba
+    d_conv: int = 4  # mamba
+    expand: int = 2  # mamba
 
 
 @dataclass
@@ -153,6 +157,7 @@ def model_config(cfg: DictConfig) -> ModelConfig:
     return ModelConfig(
         n_dims=cfg.task.n_dims, n_positions=m.n_positions, n_embd=m.n_embd,
         n_layer=m.n_layer, n_head=m.n_head, dropout=m.dropout, pos_emb=m.pos_emb,
+        arch=m.arch, d_state=m.d_state, d_conv=m.d_conv, expand=m.expand,
     )
 
 
@@ -169,6 +174,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"unknown task.name={t.name!r}; known tasks: {sorted(TASKS)}")
     if t.n_dims <= 0:
         raise ValueError(f"task.n_dims must be positive, got {t.n_dims}")
+    if cfg.model.arch not in MODELS:
+        raise ValueError(f"unknown model.arch={cfg.model.arch!r}; known architectures: {list(MODELS)}")
     mc = model_config(cfg)
     task_from_config(t)
     for axis in ("dims", "points"):
@@ -186,7 +193,7 @@ def check_config(cfg: DictConfig) -> None:
             f"task.sparsity={t.sparsity} is above the {dims.start if tr.curriculum else dims.end} "
             "active dims the curriculum starts with"
         )
-    if mc.pos_emb == "learned" and points.end > mc.n_positions:
+    if mc.max_points is not None and points.end > mc.max_points:
         raise ValueError(
             f"task.curriculum.points.end={points.end} is above model.n_positions={mc.n_positions}"
         )

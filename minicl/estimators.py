@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from minicl.checkpoint import load_model
-from minicl.model import Transformer
+from minicl.model import PromptModel
 
 
 class _InContext(BaseEstimator):
@@ -29,12 +29,12 @@ class _InContext(BaseEstimator):
         self.random_state = random_state
         self.batch_size = batch_size
 
-    def _model(self) -> Transformer:
-        if isinstance(self.model, Transformer):
+    def _model(self) -> PromptModel:
+        if isinstance(self.model, PromptModel):
             return self.model
         if isinstance(self.model, (str, Path)):
             return load_model(self.model)
-        raise TypeError(f"model must be a minicl Transformer or a run directory, got {type(self.model).__name__}")
+        raise TypeError(f"model must be a minicl model (minicl.model.build_model) or a run directory, got {type(self.model).__name__}")
 
     def _fit_context(self, X, y):
         if self.long_context not in ("error", "subsample"):
@@ -43,8 +43,8 @@ class _InContext(BaseEstimator):
         c = self.model_.config
         if X.shape[1] > c.n_dims:
             raise ValueError(f"X has {X.shape[1]} features but the model reads at most n_dims={c.n_dims}")
-        room = c.n_positions - 1  # one position is the query's
-        if len(X) > room and c.pos_emb == "learned":
+        room = None if c.max_points is None else c.max_points - 1  # one position is the query's
+        if room is not None and len(X) > room:
             if self.long_context == "error":
                 raise ValueError(
                     f"the context has {len(X)} examples but the model has room for {room} "

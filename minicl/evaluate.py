@@ -1,6 +1,7 @@
 """Evaluation: `python -m minicl.evaluate run=RUN_DIR` (or `task=NAME` for the baselines alone).
 
-Every predictor, the transformer and each baseline, is called the same way,
+Every predictor, the trained model (labelled by its arch: transformer, lstm, ...) and each
+baseline, is called the same way,
 `predict(xs, ys, queries)`, on the same seeded prompts of each setting. Writes metrics.json
 (per setting, model and number of in-context examples k: mean, std and 5-95% bootstrap band of
 the normalised error) and plots/<setting>.png, and prints a compact table.
@@ -22,6 +23,7 @@ from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
 from minicl.checkpoint import model_from_state, read_run
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
 from minicl.config import register_schemas, task_from_config
+from minicl.model import MODELS
 from minicl.tasks import Linear, PromptSampler, build_task, make_generators, sample_xs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -192,7 +194,7 @@ def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> No
     for model in models or list(s["models"]):
         m = s["models"][model]
         k = range(len(m["mean"]))
-        (line,) = ax.plot(k, m["mean"], label=model, lw=2 if model == "transformer" else 1.2)
+        (line,) = ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2)
         ax.fill_between(k, m["lo"], m["hi"], color=line.get_color(), alpha=0.2)
     ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance")
     ax.set_xlabel("in-context examples")
@@ -296,7 +298,8 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
     device = resolve_device(device)
-    predictors = {"transformer": model_from_state(state).to(device)}
+    model = model_from_state(state).to(device)
+    predictors = {model.config.arch: model}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
         baselines = default_baselines(task_cfg)
     predictors |= load_baselines(baselines)

@@ -1,7 +1,7 @@
 """Limits explorer: `python -m minicl.explore run=RUN_DIR sweep=<name>`.
 
 A sweep moves one property of the prompts (input scale, weight scale, label noise, covariance
-condition number, prompt length, active dims) over a range and evaluates the transformer and
+condition number, prompt length, active dims) over a range and evaluates the trained model and
 its task's baselines at each value with the evaluation suite's machinery (batched, seeded).
 Errors are normalised by the clean signal's mean square at that value, so 1 is the error of
 predicting 0 everywhere. Writes RUN_DIR/explore/<sweep>.json, <sweep>.png (error at k against
@@ -23,6 +23,7 @@ from minicl.checkpoint import model_from_state, read_run
 from minicl.common import predict_in_batches, pyplot, resolve_device
 from minicl.config import register_schemas, task_from_config
 from minicl.evaluate import CONF, covariance_transform, default_baselines, load_baselines, summarise
+from minicl.model import MODELS
 from minicl.probe import probe_run
 from minicl.tasks import make_generators, sample_xs
 
@@ -88,13 +89,14 @@ def run_sweep(
     train_points = task_cfg["curriculum"]["points"]["end"]
     n_points = train_points
     if sweep == "length":
-        n_points = max_points or (model.config.n_positions if model.config.pos_emb == "learned" else 2 * train_points)
-        if model.config.pos_emb == "learned" and n_points > model.config.n_positions:
+        limit = model.config.max_points  # learned positions; None: any length
+        n_points = max_points or limit or 2 * train_points
+        if limit is not None and n_points > limit:
             raise ValueError(
-                f"max_points={n_points} is past the learned positions (n_positions={model.config.n_positions}); "
-                "train with model.pos_emb=rope or none to go further"
+                f"max_points={n_points} is past the learned positions (n_positions={limit}); "
+                "train with model.pos_emb=rope or none, or a recurrent model.arch, to go further"
             )
-    predictors = {"transformer": model} | load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
+    predictors = {model.config.arch: model} | load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
     values = sweep_values(sweep, values, task.n_dims, n_points)
     k = min(2 * task.n_dims if k is None else k, n_points - 1)
     gen = torch.Generator().manual_seed(seed)
@@ -108,7 +110,8 @@ def run_sweep(
             entry["models"][name] = summarise(errors.cpu(), 200, gen)
         results.append(entry)
     out = {"sweep": sweep, "k": k, "task": task.name, "n_points": n_points, "train_points": train_points,
-           "pos_emb": model.config.pos_emb, "n_prompts": n_prompts, "results": results}
+           "arch": model.config.arch, "pos_emb": None if model.config.recurrent else model.config.pos_emb,
+           "n_prompts": n_prompts, "results": results}
     out_dir = Path(out_dir or Path(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{sweep}.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -129,7 +132,7 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
         mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
         lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
         hi = [r["models"][name]["hi"][k] for r, k in zip(results, ks)]
-        (line,) = ax.plot(values, mean, "o-", label=name, lw=2 if name == "transformer" else 1.2, ms=3)
+        (line,) = ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3)
         ax.fill_between(values, lo, hi, color=line.get_color(), alpha=0.2)
     if sweep == "length":
         ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
@@ -138,7 +141,8 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     ax.set_ylim(0, 1.5)
     ax.set_xlabel(label)
     ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
-    ax.set_title(f"{sweep} sweep ({out['task']}, pos_emb={out['pos_emb']})")
+    model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
+    ax.set_title(f"{sweep} sweep ({out['task']}, {model})")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_dir / f"{sweep}.png", dpi=110)
@@ -151,7 +155,7 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     for ax, r in zip(axes.flat, shown):
         for name in models:
             m = r["models"][name]
-            ax.plot(m["mean"], lw=1.5 if name == "transformer" else 1, label=name)
+            ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name)
             ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], alpha=0.2)
         ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
         ax.set_ylim(0, 1.5)

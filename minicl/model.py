@@ -1,4 +1,7 @@
-"""A GPT-2 style causal transformer that reads prompts of interleaved (x, y) tokens.
+"""Causal sequence models that read prompts of interleaved (x, y) tokens: the GPT-2 style
+transformer (the paper's), and for comparison the same transformer with linear attention, a
+stacked LSTM and a Mamba-style selective state-space model. All share the read-in, the read-out
+and the call shape `model(xs, ys, queries=None)`; `build_model(config)` picks by `config.arch`.
 
 Imports torch only, so research code can `import minicl.model` without Hydra or sklearn.
 """
@@ -22,10 +25,16 @@ class ModelConfig:
     n_layer: int = 12
     n_head: int = 8
     dropout: float = 0.0
-    pos_emb: str = "learned"
+    pos_emb: str = "learned"  # transformer and linear_attention; the recurrent ones have no positions
+    arch: str = "transformer"  # transformer | linear_attention | lstm | mamba (MODELS)
+    d_state: int = 16  # mamba: state size per channel
+    d_conv: int = 4  # mamba: width of the causal convolution
+    expand: int = 2  # mamba: inner width / n_embd
 
     def __post_init__(self):
-        for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head"):
+        if self.arch not in MODELS:
+            raise ValueError(f"ModelConfig.arch must be one of {tuple(MODELS)}, got {self.arch!r}")
+        for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head", "d_state", "d_conv", "expand"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
@@ -41,6 +50,19 @@ class ModelConfig:
             raise ValueError(
                 f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}"
             )
+        if self.pos_emb == "rope" and self.arch == "linear_attention":
+            raise ValueError("pos_emb='rope' is not supported with arch='linear_attention' (rotating q and k "
+                             "before its feature map loses their relative position, after it their positivity); "
+                             "use learned or none")
+
+    @property
+    def recurrent(self) -> bool:
+        return self.arch in ("lstm", "mamba")
+
+    @property
+    def max_points(self) -> int | None:
+        """The longest prompt the model reads: n_positions for learned positions, else no limit (None)."""
+        return self.n_positions if self.pos_emb == "learned" and not self.recurrent else None
 
 
 def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None, n_dims: int | None = None) -> torch.Tensor:
@@ -103,6 +125,25 @@ class CausalSelfAttention(nn.Module):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=mask is None)
 
 
+class LinearAttention(CausalSelfAttention):
+    """Causal linear attention (Katharopoulos et al. 2020): the softmax of q.k replaced by phi(q).phi(k)
+    with phi = elu + 1 > 0, each output normalised by its row's sum. Computed in the parallel form
+    (a masked T x T product), which takes the same masks as softmax attention, `queries` included."""
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+        wide = torch.promote_types(v.dtype, torch.float32)  # sums of positive scores: at least fp32
+        q, k = F.elu(q.to(wide)) + 1, F.elu(k.to(wide)) + 1
+        scores = (q @ k.transpose(-1, -2)) * mask  # (B, H, Tq, T), positive where allowed
+        scores = scores / scores.sum(-1, keepdim=True)  # every row allows at least its own token
+        scores = F.dropout(scores, self.dropout, self.training)
+        return (scores @ v.to(wide)).to(v.dtype)
+
+
+ATTENTION = {"transformer": CausalSelfAttention, "linear_attention": LinearAttention}
+
+
 class TanhGELU(torch.autograd.Function):
     """GPT-2's GELU, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3), computed as
     x sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)). With ATen's AVX2 kernels tanh
@@ -155,7 +196,7 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd, eps=1e-5)
-        self.attn = CausalSelfAttention(config)
+        self.attn = ATTENTION[config.arch](config)
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
         self.mlp = MLP(config)
 
@@ -165,11 +206,56 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class Transformer(nn.Module):
-    """predict(xs (B, N, D), ys (B, N)) -> (B, N): output i predicts ys[:, i] from pairs < i and xs[:, i]."""
+class PromptModel(nn.Module):
+    """What every architecture shares. x enters through `read_in` (D -> width); y as the token
+    (y, 0, ..., 0) through the same map; tokens interleave x1, y1, x2, y2, ...; a final LayerNorm and
+    `read_out` (width -> 1) at each x token give the prediction. Subclasses build those three modules
+    and the layers between them, and define `forward(xs, ys, queries=None) -> (B, N)`."""
+
+    config: ModelConfig
+    read_in: nn.Linear
+    ln_f: nn.LayerNorm
+    read_out: nn.Linear
+
+    def check_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> None:
+        """check_prompt(), plus the model's own width and, for learned positions, length."""
+        c = self.config
+        check_prompt(xs, ys, queries, n_dims=c.n_dims)
+        if c.max_points is not None and xs.shape[1] > c.max_points:
+            raise ValueError(
+                f"prompt has {xs.shape[1]} points but the model has learned positions for only "
+                f"n_positions={c.n_positions}"
+            )
+
+    def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """x1, y1, x2, y2, ... through read_in: (B, 2N, width)."""
+        B, N, _ = xs.shape
+        ex = self.read_in(xs)  # (B, N, W)
+        # y enters as the token (y, 0, ..., 0) through read_in: y * W[:, 0] + b
+        ey = ys.unsqueeze(-1).to(ex.dtype) * self.read_in.weight[:, 0].to(ex.dtype) + self.read_in.bias.to(ex.dtype)
+        return torch.stack((ex, ey), dim=2).view(B, 2 * N, -1)
+
+    def read(self, h: torch.Tensor) -> torch.Tensor:
+        """Predictions (B, N) from the final hidden states (B, N, width) of the x (or query) tokens."""
+        h = self.ln_f(h)
+        with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
+            return self.read_out(h.to(self.read_out.weight.dtype)).squeeze(-1)
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        return self(xs, ys, queries)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class Transformer(PromptModel):
+    """predict(xs (B, N, D), ys (B, N)) -> (B, N): output i predicts ys[:, i] from pairs < i and xs[:, i].
+    arch='transformer' is GPT-2 exactly; arch='linear_attention' swaps its attention for LinearAttention."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        if config.arch not in ATTENTION:
+            raise ValueError(f"Transformer builds arch {tuple(ATTENTION)}, not {config.arch!r}: use build_model(config)")
         self.config = config
         self.read_in = nn.Linear(config.n_dims, config.n_embd)
         if config.pos_emb == "learned":
@@ -194,26 +280,13 @@ class Transformer(nn.Module):
         if isinstance(module, nn.Linear):
             nn.init.zeros_(module.bias)
 
-    def check_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> None:
-        """check_prompt(), plus the model's own width and, for learned positions, length."""
-        c = self.config
-        check_prompt(xs, ys, queries, n_dims=c.n_dims)
-        if c.pos_emb == "learned" and xs.shape[1] > c.n_positions:
-            raise ValueError(
-                f"prompt has {xs.shape[1]} points but the model has learned positions for only "
-                f"n_positions={c.n_positions}"
-            )
-
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N) predictions; with `queries` (B, N, D), output i is for queries[:, i] instead of xs[:, i],
         still from the pairs before i: one pass gives what N passes with one swapped query would."""
         if not torch.compiler.is_compiling():
             self.check_prompt(xs, ys, queries)
-        B, N, _ = xs.shape
-        # y enters as the token (y, 0, ..., 0) through read_in: y * W[:, 0] + b
-        ex = self.read_in(xs)  # (B, N, C)
-        ey = ys.unsqueeze(-1).to(ex.dtype) * self.read_in.weight[:, 0].to(ex.dtype) + self.read_in.bias.to(ex.dtype)
-        h = torch.stack((ex, ey), dim=2).view(B, 2 * N, -1)  # x1, y1, x2, y2, ... (B, T, C)
+        N = xs.shape[1]
+        h = self.tokens(xs, ys)  # (B, T, C)
         positions = torch.arange(2 * N, device=xs.device)
         mask = None
         if queries is not None:
@@ -235,12 +308,138 @@ class Transformer(nn.Module):
         if mask is None:
             mask = torch.ones(2 * N, 2 * N, dtype=torch.bool, device=xs.device).tril()
         h = self.h[-1](h, rope, mask, keep=slice(2 * N, None) if queries is not None else slice(0, None, 2))
-        h = self.ln_f(h)
-        with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
-            return self.read_out(h.float()).squeeze(-1)  # (B, N)
+        return self.read(h)
 
-    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
-        return self(xs, ys, queries)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+def lstm_width(n_embd: int) -> int:
+    """The LSTM's hidden size: 8 H^2 weights per layer match the transformer's 12 n_embd^2
+    (H = sqrt(1.5) n_embd, to a multiple of 8)."""
+    return 8 * round(math.sqrt(1.5) * n_embd / 8)
+
+
+class RecurrentModel(PromptModel):
+    """A model whose layers map the token sequence (B, T, W) -> (B, T, W) causally, with no
+    positions: prompts of any length. `queries` run one pass per query (exact, N times the work)."""
+
+    def mix(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            self.check_prompt(xs, ys, queries)
+        if queries is not None:
+            return self.one_query_at_a_time(xs, ys, queries)
+        return self.read(self.mix(self.tokens(xs, ys))[:, ::2])
+
+    def one_query_at_a_time(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Output i from the prompt x1, y1, ..., y_{i-1}, queries_i: a recurrent state cannot be
+        shared by N queries in one pass as the transformer's mask allows."""
+        preds = []
+        for i in range(xs.shape[1]):
+            prefix = torch.cat((xs[:, :i], queries[:, i : i + 1]), dim=1)
+            preds.append(self.read(self.mix(self.tokens(prefix, ys[:, : i + 1]))[:, -2:-1]))  # at the query's token
+        return torch.cat(preds, dim=1)
+
+
+class LSTM(RecurrentModel):
+    """A stacked LSTM (torch's nn.LSTM) of n_layer layers of width lstm_width(n_embd)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        width = lstm_width(config.n_embd)
+        self.read_in = nn.Linear(config.n_dims, width)
+        self.rnn = nn.LSTM(width, width, num_layers=config.n_layer, batch_first=True,
+                           dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.ln_f = nn.LayerNorm(width, eps=1e-5)
+        self.read_out = nn.Linear(width, 1)
+
+    def mix(self, h: torch.Tensor) -> torch.Tensor:
+        # the recurrence in the parameters' precision under autocast too, as Mamba's scan: its state
+        # is carried over all 2N tokens
+        with torch.autocast(h.device.type, enabled=False):
+            return self.rnn(h.to(self.read_in.weight.dtype))[0]
+
+
+@torch.compiler.disable  # torch.compile would unroll the loop: 2 n_layer x 2N steps (4848 at paper size)
+def selective_scan(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+    """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, h_0 = 0, step by step over t.
+    u, dt (B, T, E); A (E, N); B, C (B, T, N) -> y (B, T, E).
+    Each step builds its own (B, E, N) terms: precomputing them for all t (T times the memory, out of
+    cache) measured 1.6x slower on CPU, and 1.8x with a hand-written backward."""
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (B, E, N)
+    ys = []
+    # unbind, not indexing: the gradient of x[:, t] would be a zero (B, T, ...) tensor per step
+    for u_t, dt_t, B_t, C_t in zip(u.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+        h = torch.exp(dt_t.unsqueeze(-1) * A) * h + (dt_t * u_t).unsqueeze(-1) * B_t.unsqueeze(1)
+        ys.append(h @ C_t.unsqueeze(-1))  # (B, E, 1)
+    return torch.cat(ys, dim=-1).transpose(1, 2)
+
+
+class MambaMixer(nn.Module):
+    """Mamba's selective state-space layer (Gu & Dao 2023): input-dependent dt, B and C, a diagonal
+    A = -exp(A_log), a causal depthwise convolution and a SiLU gate; the scan runs in fp32."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        E, N = config.expand * config.n_embd, config.d_state
+        self.dt_rank = math.ceil(config.n_embd / 16)
+        self.in_proj = nn.Linear(config.n_embd, 2 * E, bias=False)
+        self.conv = nn.Conv1d(E, E, config.d_conv, groups=E, padding=config.d_conv - 1)
+        self.x_proj = nn.Linear(E, self.dt_rank + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, E)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float)).repeat(E, 1))  # A = -1, ..., -N
+        self.D = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, config.n_embd, bias=False)
+        # Mamba's dt initialisation: softplus(bias) log-uniform in [1e-3, 1e-1]
+        dt = torch.exp(torch.rand(E) * (math.log(1e-1) - math.log(1e-3)) + math.log(1e-3))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # the inverse of softplus
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)"""
+        T, N = x.shape[1], self.A_log.shape[1]
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # (B, T, E) each
+        u = F.silu(self.conv(u.transpose(1, 2))[..., :T].transpose(1, 2))  # padded both sides: keep the causal T
+        dt, B, C = self.x_proj(u).split([self.dt_rank, N, N], dim=-1)
+        dt = F.softplus(self.dt_proj(dt))  # (B, T, E)
+        u, dt, B, C = (t.to(self.A_log.dtype) for t in (u, dt, B, C))  # the parameters' precision, not autocast's
+        y = selective_scan(u, dt, -self.A_log.exp(), B, C) + self.D * u
+        return self.out_proj(y.to(z.dtype) * F.silu(z))
+
+
+class MambaBlock(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.ln = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.mixer = MambaMixer(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop(self.mixer(self.ln(x)))
+
+
+class Mamba(RecurrentModel):
+    """2 n_layer pre-LayerNorm residual Mamba blocks of width n_embd: two per transformer layer, as the
+    Mamba paper counts (each has about 6 n_embd^2 weights, attention + MLP 12 n_embd^2)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.n_dims, config.n_embd)
+        self.h = nn.ModuleList(MambaBlock(config) for _ in range(2 * config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.read_out = nn.Linear(config.n_embd, 1)
+
+    def mix(self, h: torch.Tensor) -> torch.Tensor:
+        for block in self.h:
+            h = block(h)
+        return h
+
+
+MODELS = {"transformer": Transformer, "linear_attention": Transformer, "lstm": LSTM, "mamba": Mamba}
+
+
+def build_model(config: ModelConfig) -> PromptModel:
+    """The model of `config.arch`, freshly initialised from torch's global RNG."""
+    return MODELS[config.arch](config)

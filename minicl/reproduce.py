@@ -129,9 +129,14 @@ def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
         raise ValueError(f"unknown claim {name!r}; known: {sorted(CLAIMS)}")
     chosen = [f"task={name}", *([f"experiment=claim_{name}"] if scale == "cpu" else []), *overrides]
     if GlobalHydra.instance().is_initialized():  # inside the command's own Hydra app
-        return compose(config_name="train", overrides=chosen)
-    with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        return compose(config_name="train", overrides=chosen)
+        cfg = compose(config_name="train", overrides=chosen)
+    else:
+        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+            cfg = compose(config_name="train", overrides=chosen)
+    if cfg.model.arch != "transformer":
+        raise ValueError(f"the claims are the transformer's, got model.arch={cfg.model.arch!r}: train other "
+                         "architectures with minicl.train and set them side by side with minicl.compare")
+    return cfg
 
 
 def training_seconds(run_dir: Path) -> float:

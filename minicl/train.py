@@ -30,7 +30,7 @@ from minicl.checkpoint import latest_checkpoint, save_atomic, save_checkpoint
 from minicl.common import pointwise_metric, predict_in_batches, resolve_device, standard_prompts
 from minicl.config import check_config, model_config, register_schemas, task_from_config
 from minicl.evaluate import CONF, evaluate_run
-from minicl.model import ModelConfig, Transformer
+from minicl.model import ModelConfig, PromptModel, build_model
 from minicl.tasks import PromptSampler, curriculum_at, make_generators
 from minicl.tracking import Tracker, make_tracker
 
@@ -69,11 +69,22 @@ def learning_rate(tr, step: int) -> float:
     return tr.lr
 
 
+# Keys added since runs were first saved, with the value every run saved before them had.
+ADDED_KEYS = {"model": {"arch": "transformer", "d_state": 16, "d_conv": 4, "expand": 2}}
+
+
+def with_added_keys(config: dict) -> dict:
+    """A saved run config with the keys added since it was saved, at the values it ran with."""
+    return {section: ADDED_KEYS.get(section, {}) | value if isinstance(value, dict) else value
+            for section, value in config.items()}
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
     (trainer.steps too, unless a cosine schedule depends on it)."""
     resumable = RESUMABLE_CHANGES - ({"steps"} if current.get("trainer", {}).get("schedule") == "cosine" else set())
     diffs = []
+    saved = with_added_keys(saved)
     for section in sorted((saved.keys() | current.keys()) - {"logger"}):  # tracking does not change results
         a, b = saved.get(section, {}), current.get(section, {})
         if not isinstance(a, dict) or not isinstance(b, dict):
@@ -102,14 +113,14 @@ def truncate_log(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def final_report(model: Transformer, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
+def final_report(model: PromptModel, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
     """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
     prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
     n_points = cfg.task.curriculum.points.end
     k = min(2 * cfg.task.n_dims, n_points - 1)
     xs, ys = standard_prompts(task, cfg.trainer.eval_prompts, n_points, cfg.trainer.seed, device)
     model.eval()
-    report = {"k": k, "transformer": pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item()}
+    report = {"k": k, model.config.arch: pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item()}
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
     (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -205,7 +216,7 @@ class Run:
     device: torch.device
     task: object
     model_config: ModelConfig
-    model: Transformer
+    model: PromptModel
     opt: torch.optim.Optimizer
     sampler: PromptSampler
     resolved: dict  # the config as saved in every checkpoint, trainer.amp and trainer.compile resolved
@@ -242,7 +253,7 @@ class Tally:
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), step, self.first_bad)
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> Transformer:
+def train(cfg: DictConfig, run_dir: str | Path) -> PromptModel:
     """Train (or resume) the run described by `cfg` in `run_dir`; returns the trained model.
 
     Under torchrun every rank draws the global batch from the same generators and keeps its
@@ -284,7 +295,7 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
 
     task, mc = task_from_config(cfg.task), model_config(cfg)
     torch.manual_seed(tr.seed)  # model initialisation and dropout
-    model = Transformer(mc).to(device)
+    model = build_model(mc).to(device)
     if rank == 0:
         check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
     sampler = PromptSampler(
@@ -347,7 +358,7 @@ def announce(run: Run) -> None:
     ts = run.train_step
     how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
     precision = "bf16 autocast" if ts.amp else "fp32 (TF32 matmuls)" if run.device.type == "cuda" else "fp32"
-    print(f"training {run.model.num_parameters():,} parameters on {where}: {how}, {precision}")
+    print(f"training a {run.model_config.arch} of {run.model.num_parameters():,} parameters on {where}: {how}, {precision}")
 
 
 def run_steps(run: Run) -> None:
