@@ -30,6 +30,7 @@ from minicl.train import RESUMABLE_CHANGES, with_added_keys
 IGNORED = {"trainer.seed", *(f"trainer.{key}" for key in RESUMABLE_CHANGES - {"steps"})}  # and logger.*
 OPTIONS = {"out": str, "n_prompts": int, "device": str}
 SETTINGS = {"standard": "fresh tasks", "pool_tasks": "the pool's tasks"}
+TRAINED = "trained model"  # the sweep's column for each run's own model, whatever its arch
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -166,7 +167,7 @@ def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[st
 
 
 def errors_at(groups: dict[str, list[Path]], metrics: dict, settings: list[str], k: int) -> dict:
-    """{group: {setting: {model: [mean error at k, per run]}}}."""
+    """{group: {setting: {model: [mean error at k, per run]}}}, the runs' own models as TRAINED."""
     out = {}
     for label, runs in groups.items():
         out[label] = {}
@@ -174,7 +175,7 @@ def errors_at(groups: dict[str, list[Path]], metrics: dict, settings: list[str],
             models: dict[str, list[float]] = {}
             for run in runs:
                 for model, m in metrics[run]["settings"].get(setting, {"models": {}})["models"].items():
-                    models.setdefault(model, []).append(m["mean"][k])
+                    models.setdefault(TRAINED if model in MODELS else model, []).append(m["mean"][k])
             if models:
                 out[label][setting] = models
     return out
@@ -205,15 +206,14 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, path: Path) -> None:
             points = [(values[label], at_k[label][setting][model]) for label in numeric if model in at_k[label].get(setting, {})]
             x, runs = [p[0] for p in points], [p[1] for p in points]
             mean = [np.mean(r) for r in runs]
-            if model in MODELS:
+            if model == TRAINED:
                 (line,) = ax.plot(x, mean, "o-", lw=2, label=model)
                 ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color=line.get_color(), alpha=0.2)
             else:
                 ax.plot(x, mean, ".--", lw=1, label=model)
         for label, v in values.items():
-            trained = [m for m in at_k[label].get(setting, {}) if m in MODELS]
-            if label not in numeric and trained:
-                ax.axhline(np.mean(at_k[label][setting][trained[0]]), color="k", ls=":", lw=1.2, label=f"{trained[0]}, {label}")
+            if label not in numeric and TRAINED in at_k[label].get(setting, {}):
+                ax.axhline(np.mean(at_k[label][setting][TRAINED]), color="k", ls=":", lw=1.2, label=f"{TRAINED}, {label}")
         if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
             ax.set_xscale("log", base=2)
         ax.set(xlabel=key, ylabel=f"error at k = {k}", title=SETTINGS[setting])
