@@ -6,18 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minicl.model import ModelConfig, TanhGELU, Transformer
+from minicl.model import ModelConfig, TanhGELU, Transformer, build_model
 
 
 def make(pos_emb="learned", **kw):
     torch.manual_seed(0)
     cfg = dict(n_dims=4, n_positions=12, n_embd=32, n_layer=2, n_head=4, pos_emb=pos_emb) | kw
-    return Transformer(ModelConfig(**cfg)).eval()
+    return build_model(ModelConfig(**cfg)).eval()
 
 
-@pytest.mark.parametrize("pos_emb", ["learned", "rope", "none"])
-def test_causal_later_pairs_never_change_earlier_predictions(pos_emb):
-    model = make(pos_emb)
+@pytest.mark.parametrize("pos_emb, arch", [("learned", "transformer"), ("rope", "transformer"), ("none", "transformer"),
+                                           ("learned", "linear_attention"), ("none", "lstm"), ("none", "mamba")])
+def test_causal_later_pairs_never_change_earlier_predictions(pos_emb, arch):
+    model = make(pos_emb, arch=arch)
     xs, ys = torch.randn(3, 10, 4), torch.randn(3, 10)
     before = model(xs, ys)
     xs2, ys2 = xs.clone(), ys.clone()
