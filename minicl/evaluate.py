@@ -1,10 +1,10 @@
 """Evaluation: `python -m minicl.evaluate run=RUN_DIR` (or `task=NAME` for the baselines alone).
 
 Every predictor, the trained model (labelled by its arch: transformer, lstm, ...) and each
-baseline, is called the same way,
-`predict(xs, ys, queries)`, on the same seeded prompts of each setting. Writes metrics.json
-(per setting, model and number of in-context examples k: mean, std and 5-95% bootstrap band of
-the normalised error) and plots/<setting>.png, and prints a compact table.
+baseline, is called the same way, `predict(xs, ys, queries)`, on the same seeded prompts of each
+setting. Writes metrics.json (per setting, model and number of in-context examples k: mean, std
+and 5-95% bootstrap band of the normalised error) and plots/<setting>.png, and prints a compact
+table.
 """
 
 import json
