@@ -1,7 +1,7 @@
 """What the commands and the checkpoint code share, below all of them: where to run, fresh
 evaluation prompts, batched prediction, the pointwise metric, atomic file writes, figures.
 
-Imports torch, minicl.model and minicl.tasks only (it sits under `import minicl`).
+Imports torch and minicl.tasks only (it sits under `import minicl`).
 """
 
 import os
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-from minicl.model import MODELS
 from minicl.tasks import PromptSampler, make_generators
 
 STATE = "state.pt"  # a run's latest checkpoint (checkpoint.py keeps the one before it too)
@@ -17,12 +16,6 @@ STATE = "state.pt"  # a run's latest checkpoint (checkpoint.py keeps the one bef
 
 class CheckpointError(RuntimeError):
     """A checkpoint or run directory that is missing, cut short or not what it claims to be."""
-
-
-def trained_label(labels) -> str:
-    """Which of a metrics file's predictors is the trained model: it is labelled by its arch
-    (transformer, lstm, ...), the baselines by theirs."""
-    return next(label for label in labels if label in MODELS)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from minicl.checkpoint import read_run
-from minicl.common import STATE, pyplot, trained_label
+from minicl.common import STATE, pyplot
 from minicl.evaluate import evaluate_run, table_ks
 from minicl.model import MODELS
 from minicl.train import RESUMABLE_CHANGES, with_added_keys
@@ -142,6 +142,12 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
     print(table)
     print(f"written to {out}: loss.png, error.png, table.md" + (", sweep.png" if len(swept) == 1 else ""))
     return table
+
+
+def trained_label(labels) -> str:
+    """Which of a metrics file's predictors is the run's own model: it is labelled by its arch
+    (transformer, lstm, ...), the baselines by theirs."""
+    return next(label for label in labels if label in MODELS)
 
 
 def trained_errors(runs: list[Path], metrics: dict, setting: str) -> list[np.ndarray]:

@@ -57,7 +57,7 @@ class ModelConfig:
 
     @property
     def recurrent(self) -> bool:
-        return self.arch in ("lstm", "mamba")
+        return issubclass(MODELS[self.arch], RecurrentModel)
 
     @property
     def max_points(self) -> int | None:
