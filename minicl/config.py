@@ -63,8 +63,10 @@ class TrainerSchema:
     steps: int = 500_000
     batch_size: int = 64
     lr: float = 1e-4
-    schedule: str = "constant"  # constant (the paper's) | cosine: decays to 0 at trainer.steps
+    schedule: str = "constant"  # constant (the paper's) | cosine: decays to 0 at trainer.steps |
+    # wsd: constant, then a linear decay to 0 over the last trainer.decay_steps
     warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
+    decay_steps: int = 0  # wsd: the steps of the final decay
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: Optional[bool] = None  # None: on for CUDA, off on CPU
@@ -146,7 +148,7 @@ def register_schemas() -> None:
 
 
 DEVICES = ("auto", "cpu", "cuda")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "wsd")
 LOGGERS, WANDB_MODES = ("none", "tensorboard", "wandb"), ("online", "offline")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
@@ -205,6 +207,8 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"trainer.schedule must be one of {SCHEDULES}, got {tr.schedule!r}")
     if tr.warmup_steps < 0:
         raise ValueError(f"trainer.warmup_steps must be >= 0, got {tr.warmup_steps}")
+    if tr.schedule == "wsd" and tr.decay_steps < 1:
+        raise ValueError(f"trainer.schedule=wsd needs trainer.decay_steps >= 1, got {tr.decay_steps}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
     if tr.compile_mode not in COMPILE_MODES:

@@ -66,11 +66,13 @@ def learning_rate(tr, step: int) -> float:
     if tr.schedule == "cosine":
         progress = (step - tr.warmup_steps) / max(1, tr.steps - tr.warmup_steps)
         return tr.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    if tr.schedule == "wsd":  # warm-up, stable, decay: linear to 0 at trainer.steps over the last decay_steps
+        return tr.lr * min(1.0, (tr.steps - step) / tr.decay_steps)
     return tr.lr
 
 
 # Keys added since runs were first saved, with the value every run saved before them had.
-ADDED_KEYS = {"model": {"arch": "transformer", "d_state": 16, "d_conv": 4, "expand": 2}}
+ADDED_KEYS = {"model": {"arch": "transformer", "d_state": 16, "d_conv": 4, "expand": 2}, "trainer": {"decay_steps": 0}}
 
 
 def with_added_keys(config: dict) -> dict:
@@ -81,8 +83,9 @@ def with_added_keys(config: dict) -> dict:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
-    (trainer.steps too, unless a cosine schedule depends on it)."""
-    resumable = RESUMABLE_CHANGES - ({"steps"} if current.get("trainer", {}).get("schedule") == "cosine" else set())
+    (trainer.steps too, unless a cosine or wsd schedule depends on it)."""
+    decays = current.get("trainer", {}).get("schedule") in ("cosine", "wsd")
+    resumable = RESUMABLE_CHANGES - ({"steps"} if decays else set())
     diffs = []
     saved = with_added_keys(saved)
     for section in sorted((saved.keys() | current.keys()) - {"logger"}):  # tracking does not change results

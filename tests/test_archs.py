@@ -188,11 +188,13 @@ def test_bad_architectures_are_refused_by_name(tiny_cfg, tmp_path):
         claim_config("linear", "cpu", ["model.arch=lstm"])
 
 
-def test_a_run_saved_before_arch_existed_resumes_as_a_transformer(tiny_cfg, tmp_path):
+def test_a_run_saved_before_the_added_keys_resumes_as_a_transformer(tiny_cfg, tmp_path):
     train(tiny_cfg("trainer.steps=2"), tmp_path)
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     for key in ADDED_KEYS["model"]:
         del state["config"]["model"][key], state["model_config"][key]
+    for key in ADDED_KEYS["trainer"]:
+        del state["config"]["trainer"][key]
     torch.save(state, tmp_path / "state.pt")
     assert load_model(tmp_path).config.arch == "transformer"
     train(tiny_cfg("trainer.steps=4"), tmp_path)  # not refused as a different config

@@ -8,7 +8,7 @@ import torch
 
 from minicl import load_model
 from minicl.config import check_config
-from minicl.train import train
+from minicl.train import config_differences, train
 
 
 def weights(model):
@@ -95,6 +95,15 @@ def test_learning_rate_schedules(compose_cfg):
     assert {learning_rate(constant, s) for s in (0, 5, 10**6)} == {0.3}
     with pytest.raises(ValueError, match="trainer.schedule must be one of"):
         check_config(compose_cfg("trainer.schedule=linear"))
+    wsd = compose_cfg("trainer.steps=100", "trainer.lr=1.0", "trainer.schedule=wsd", "trainer.warmup_steps=10",
+                      "trainer.decay_steps=40").trainer
+    lrs = [learning_rate(wsd, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and set(lrs[9:61]) == {1.0}
+    assert lrs[61] == pytest.approx(39 / 40) and lrs[80] == pytest.approx(0.5) and lrs[99] == pytest.approx(1 / 40)
+    short = compose_cfg("trainer.steps=4", "trainer.lr=1.0", "trainer.schedule=wsd", "trainer.decay_steps=8").trainer
+    assert [learning_rate(short, s) for s in range(4)] == [0.5, 0.375, 0.25, 0.125]  # a cut-short run: its tail
+    with pytest.raises(ValueError, match="trainer.schedule=wsd needs trainer.decay_steps >= 1, got 0"):
+        check_config(compose_cfg("trainer.schedule=wsd"))
 
 
 def test_a_resumed_cosine_run_matches_one_run_and_keeps_its_length(tiny_cfg, tmp_path):
@@ -106,3 +115,6 @@ def test_a_resumed_cosine_run_matches_one_run_and_keeps_its_length(tiny_cfg, tmp
     assert all(torch.equal(whole[k], v) for k, v in resumed.items())
     with pytest.raises(ValueError, match="trainer.steps: 6 -> 8"):  # the schedule depends on it
         train(tiny_cfg(*schedule, "trainer.steps=8"), tmp_path / "b")
+    saved = torch.load(tmp_path / "b" / "state.pt", weights_only=True)["config"]
+    longer = {**saved, "trainer": {**saved["trainer"], "schedule": "wsd", "decay_steps": 2, "steps": 8}}
+    assert config_differences({**saved, "trainer": {**longer["trainer"], "steps": 6}}, longer) == ["trainer.steps: 6 -> 8"]
