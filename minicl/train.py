@@ -83,8 +83,8 @@ def with_added_keys(config: dict) -> dict:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
-    (trainer.steps too, unless a cosine or wsd schedule depends on it)."""
-    decays = current.get("trainer", {}).get("schedule") in ("cosine", "wsd")
+    (trainer.steps too, unless a decaying schedule depends on it)."""
+    decays = current.get("trainer", {}).get("schedule", "constant") != "constant"
     resumable = RESUMABLE_CHANGES - ({"steps"} if decays else set())
     diffs = []
     saved = with_added_keys(saved)

@@ -116,5 +116,6 @@ def test_a_resumed_cosine_run_matches_one_run_and_keeps_its_length(tiny_cfg, tmp
     with pytest.raises(ValueError, match="trainer.steps: 6 -> 8"):  # the schedule depends on it
         train(tiny_cfg(*schedule, "trainer.steps=8"), tmp_path / "b")
     saved = torch.load(tmp_path / "b" / "state.pt", weights_only=True)["config"]
-    longer = {**saved, "trainer": {**saved["trainer"], "schedule": "wsd", "decay_steps": 2, "steps": 8}}
-    assert config_differences({**saved, "trainer": {**longer["trainer"], "steps": 6}}, longer) == ["trainer.steps: 6 -> 8"]
+    wsd = {**saved, "trainer": {**saved["trainer"], "schedule": "wsd", "decay_steps": 2}}
+    longer = {**wsd, "trainer": {**wsd["trainer"], "steps": 8}}
+    assert config_differences(wsd, longer) == ["trainer.steps: 6 -> 8"]  # wsd's decay depends on it too
