@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from torch.overrides import TorchFunctionMode
 
-from minicl.config import register_schemas
-from minicl.evaluate import CONF
+from minicl.config import CONF, register_schemas
 from minicl.train import train
 
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from minicl.baselines import GD2NN, build_baseline, init_2nn
 from minicl.evaluate import default_baselines, evaluate, load_baselines
-from reference import fit_2nn, module_2nn
+from tests.reference import fit_2nn, module_2nn
 
 D, N = 20, 41
 

@@ -7,18 +7,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from minicl.config import register_schemas
+from minicl.config import CONF, register_schemas
 from minicl.train import train
-
-CONF = str((__import__("pathlib").Path(__file__).parents[1] / "conf").resolve())
 
 
 def test_quick_run(benchmark, report, tmp_path):
     pytest.importorskip("transformers", reason="the reference loop needs `pip install -e .[reference]`")
-    from reference import OriginalModel, original_step
+    from tests.reference import OriginalModel, original_step
 
     register_schemas()
-    with initialize_config_dir(config_dir=CONF, version_base=None):
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
         cfg = compose("train", ["task=linear", "experiment=quick", "trainer.progress=false", "trainer.device=cpu"])
     start = time.perf_counter()
     benchmark.pedantic(lambda: train(cfg, tmp_path), rounds=1, iterations=1)

@@ -6,16 +6,16 @@ import time
 import pytest
 import torch
 
-from minicl.model import SIGMOID_GELU, TanhGELU
-from minicl.train import bf16_is_fast
+from minicl.common import bf16_is_fast
+from minicl.kernels import SIGMOID_GELU, TanhGELU
 
 pytest.importorskip("transformers", reason="the reference model needs `pip install -e .[reference]`")
 from profile_step import BATCH, SIZES, D, N, minicl_step  # noqa: E402
-from reference import OriginalModel, original_step  # noqa: E402
+from tests.reference import OriginalModel, original_step  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # (compile mode or None for eager, amp) variants of minicl's step. CPU: eager fp32, and eager bf16
-# where the CPU has native bf16 (what trainer.amp=null chooses there, train.bf16_is_fast). CUDA: eager
+# where the CPU has native bf16 (what trainer.amp=null chooses there, common.bf16_is_fast). CUDA: eager
 # and compiled in fp32 and bf16, and the bf16 step under the other compile modes.
 VARIANTS = [(None, False)] + ([
     ("default", False), (None, True), ("default", True), ("max-autotune-no-cudagraphs", True), ("reduce-overhead", True),

@@ -4,7 +4,9 @@ evaluation prompts, batched prediction, the pointwise metric, atomic file writes
 Imports torch and minicl.tasks only (it sits under `import minicl`).
 """
 
+import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,6 +26,15 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"trainer.device={name!r} but CUDA is not available here; use trainer.device=cpu")
     return torch.device(name)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """What trainer.amp=null chooses: bf16 autocast on CUDA and on CPUs with native bf16 matmuls
+    (AVX512-BF16 or AMX), where it measured faster than fp32; fp32 on other CPUs."""
+    if device.type == "cpu":
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu, hence getattr
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return device.type == "cuda"
 
 
 def standard_prompts(task, n_prompts: int, n_points: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,13 +59,15 @@ def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor, normaliser: fl
     return (preds.float() - ys.float()) ** 2 / (normaliser or task.normaliser)
 
 
-def save_atomic(obj, path: Path) -> None:
-    """Write to a temporary file, flush it to disk, then rename: `path` is never half-written."""
+@contextmanager
+def atomic(path: Path, mode: str = "wb"):
+    """A file to write to in place of `path`: flushed to disk and renamed over `path` when the block
+    ends, removed if it fails, so `path` is never half-written."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
@@ -68,6 +81,18 @@ def save_atomic(obj, path: Path) -> None:
         os.close(dir_fd)
 
 
+def save_atomic(obj, path: Path) -> None:
+    """torch.save, atomically."""
+    with atomic(path) as f:
+        torch.save(obj, f)
+
+
+def write_json(path: Path, obj) -> None:
+    """obj as indented JSON, atomically."""
+    with atomic(path, "w") as f:
+        f.write(json.dumps(obj, indent=1) + "\n")
+
+
 def pyplot():
     """matplotlib.pyplot drawing to files (the Agg backend), for the commands' figures."""
     import matplotlib  # deferred: matplotlib loads only when a figure is drawn
@@ -76,3 +101,10 @@ def pyplot():
     import matplotlib.pyplot as plt  # deferred, as above
 
     return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from minicl.checkpoint import read_run
-from minicl.common import STATE, pyplot
+from minicl.common import STATE, pyplot, save_figure
 from minicl.evaluate import evaluate_run, table_ks
 from minicl.model import MODELS
-from minicl.train import RESUMABLE_CHANGES, with_added_keys
+from minicl.rundir import RESUMABLE_CHANGES, migrated, read_log
 
 IGNORED = {"trainer.seed", *(f"trainer.{key}" for key in RESUMABLE_CHANGES - {"steps"})}  # and logger.*
 OPTIONS = {"out": str, "n_prompts": int, "device": str}
@@ -101,7 +101,7 @@ def run_metrics(run: Path, settings: list[str], n_prompts: int, device: str) -> 
 
 
 def loss_curve(run: Path) -> tuple[np.ndarray, np.ndarray]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = read_log(run)
     return np.array([r["step"] for r in records]), np.array([r["loss"] for r in records])
 
 
@@ -116,7 +116,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
     """Compare the runs in `paths`; writes loss.png, error.png and table.md to `out`; returns the table."""
     paths = [Path(p) for p in paths]
     runs = find_runs(paths)
-    configs = {run: with_added_keys(read_run(run)["config"]) for run in runs}
+    configs = {run: migrated(read_run(run)["config"]) for run in runs}
     check_comparable(configs)
     groups = group_runs(configs)
     metrics = {run: run_metrics(run, run_settings(cfg), n_prompts, device) for run, cfg in configs.items()}
@@ -224,9 +224,7 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, path: Path) -> None:
             ax.set_xscale("log", base=2)
         ax.set(xlabel=key, ylabel=f"error at k = {k}", title=SETTINGS[setting])
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
@@ -238,9 +236,7 @@ def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
         ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
     ax.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss (mean, min-max over seeds)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
@@ -263,9 +259,7 @@ def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
         ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=(0, 1.25 * s["trivial"][0]),
                title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}")
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: list[str]) -> None:

@@ -7,9 +7,6 @@ and 5-95% bootstrap band of the normalised error) and plots/<setting>.png, and p
 table.
 """
 
-import json
-import math
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,133 +18,11 @@ from tqdm import tqdm
 
 from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
 from minicl.checkpoint import model_from_state, read_run
-from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
-from minicl.config import register_schemas, task_from_config
+from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
+from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.model import MODELS
-from minicl.tasks import Linear, PromptSampler, build_task, make_generators, sample_xs
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
-LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
-NOISY_TASKS = ("linear", "sparse_linear", "noisy_linear")  # those with a noisy_linear setting
-SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
-SCALES = ["0.333", "0.5", "2", "3"]
-
-
-def default_settings(task_name: str, pooled: bool = False) -> list[str]:
-    """The paper's settings for a task: every shift for the linear classes, standard for the others;
-    a run trained on a finite pool of tasks also gets pool_tasks (standard's tasks are fresh)."""
-    first = ["standard", "pool_tasks"] if pooled else ["standard"]
-    if task_name in LINEAR_TASKS:
-        noisy = ["noisy_linear"] if task_name in NOISY_TASKS else []
-        scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
-        return [*first, *SHIFTS, *scales, *noisy]
-    if task_name == "relu_2nn":
-        return [*first, "linear"]
-    return first
-
-
-# ---------------------------------------------------------------- settings
-
-
-@dataclass
-class Prompts:
-    xs: torch.Tensor  # (B, N, D) in-context inputs
-    ys: torch.Tensor  # (B, N) their labels
-    queries: torch.Tensor | None  # (B, N, D) the query for each position, None: xs itself
-    targets: torch.Tensor  # (B, N) the label of each query
-    task: Any  # the function class the prompts were drawn from
-
-
-def random_rotation(d: int, gen: torch.Generator) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, device=gen.device))
-    return q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal matrix
-
-
-def covariance_transform(eigenvalues: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """S = U diag(lam) U^T for a random rotation U, scaled so that E||z S||^2 = ||S||_F^2 = d."""
-    d = eigenvalues.numel()
-    u = random_rotation(d, gen)
-    s = u @ torch.diag(eigenvalues.to(u)) @ u.T
-    return s * math.sqrt(d) / torch.linalg.matrix_norm(s)
-
-
-def orthogonal_queries(xs: torch.Tensor) -> torch.Tensor:
-    """Query i: the part of x_i orthogonal to x_0..x_{i-1}, rescaled to the norm of x_i (needs N <= D)."""
-    q, r = torch.linalg.qr(xs.transpose(1, 2))  # columns of q: Gram-Schmidt of x_0, x_1, ...
-    direction = (q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)).transpose(1, 2)
-    return direction * xs.norm(dim=-1, keepdim=True)
-
-
-def check_setting(setting: str) -> None:
-    """Raise ValueError unless `setting` is one this module can build."""
-    fixed = {"standard", "pool_tasks", "noisy_linear", "linear", *SHIFTS}
-    for prefix in ("scale_x_", "scale_y_"):
-        if setting.startswith(prefix):
-            try:
-                if float(setting.removeprefix(prefix)) > 0:
-                    return
-            except ValueError:
-                pass
-            raise ValueError(f"evaluation setting {setting!r} needs a positive factor, e.g. {prefix}2")
-    if setting not in fixed:
-        raise ValueError(f"unknown evaluation setting {setting!r}; known: {sorted(fixed)}, scale_x_<factor>, scale_y_<factor>")
-
-
-def setting_prompts(setting: str, task, n_prompts: int, n_points: int, seed: int, device="cpu",
-                    noise_std: float = 1.0, num_tasks: int | None = None, pool_seed: int = 0) -> Prompts:
-    """Prompts of one evaluation setting (see default_settings); seeded by `seed` and the setting.
-    `noise_std` is the label noise of the noisy_linear setting (the run's task.noise_std);
-    pool_tasks draws functions from the pool of `num_tasks` a run with seed `pool_seed` trained on."""
-    check_setting(setting)
-    gens = make_generators(seed, device, "eval")
-    d = task.n_dims
-    if setting == "pool_tasks":
-        if not num_tasks:
-            raise ValueError("the pool_tasks setting needs a run trained on a finite pool of tasks (task.num_tasks)")
-        xs, ys = PromptSampler(task, n_points, gens, num_tasks=num_tasks, pool_seed=pool_seed).sample(n_prompts)
-        return Prompts(xs, ys, None, ys, task)
-    if setting == "noisy_linear" and task.name not in NOISY_TASKS:
-        raise ValueError(f"the noisy_linear setting needs one of the tasks {NOISY_TASKS}, not {task.name!r}")
-    if setting == "linear":
-        task = build_task("linear", n_dims=d)
-    elif setting.startswith("scale_y_"):
-        task = replace(task, w_scale=task.w_scale * float(setting.removeprefix("scale_y_")))
-    elif setting == "orthogonal_train_test":
-        n_points = min(n_points, d)
-    params = task.sample(gens["functions"], n_prompts, d)
-    transform = None
-    if setting.startswith("scale_x_"):
-        transform = float(setting.removeprefix("scale_x_")) * torch.eye(d, device=device)
-    elif setting == "half_subspace":
-        transform = covariance_transform((torch.arange(d) < d // 2).float(), gens["inputs"])
-    elif setting == "skewed":
-        transform = covariance_transform(1.0 / torch.arange(1, d + 1), gens["inputs"])
-    xs = sample_xs(gens["inputs"], n_prompts, n_points, d, transform=transform)
-    queries = None
-    if setting == "random_quadrants":
-        orthant = torch.sign(torch.randn(n_prompts, 1, d, generator=gens["inputs"], device=device))
-        xs, queries = xs.abs() * orthant, sample_xs(gens["inputs"], n_prompts, n_points, d)
-    elif setting == "orthogonal_train_test":
-        queries = orthogonal_queries(xs)
-    elif setting == "overlapping_train_test":
-        earlier = (torch.rand(n_prompts, n_points, generator=gens["inputs"], device=device) * torch.arange(n_points, device=device)).long()
-        queries = xs.gather(1, earlier.unsqueeze(-1).expand(-1, -1, d))  # query i = x_j, j < i (x_0 at i = 0)
-    if setting == "noisy_linear":
-        ys = noisy_labels(task, params, xs, noise_std, gens["noise"])
-        return Prompts(xs, ys, None, ys, task)
-    ys = task.apply(params, xs, gens["noise"])
-    targets = ys if queries is None else task.apply(params, queries, gens["noise"])
-    return Prompts(xs, ys, queries, targets, task)
-
-
-def noisy_labels(task, params, xs: torch.Tensor, noise_std: float, gen: torch.Generator) -> torch.Tensor:
-    """The original's noisy setting: the task's noiseless labels (sparse w stays sparse) plus
-    N(0, noise_std^2), rescaled by sqrt(normaliser) / std(labels) over all prompts so that their
-    variance is the signal's again (sqrt(d) / std for linear, as the original; sqrt(s) for sparse)."""
-    ys = Linear.apply(task, params, xs)  # noisy_linear's own apply would add its noise a second time
-    ys = ys + noise_std * torch.randn(ys.shape, generator=gen, device=gen.device)
-    return ys * math.sqrt(task.normaliser) / ys.std()
-
+from minicl.settings import default_settings, parse, setting_prompts
+from minicl.tasks import PromptSampler, make_generators
 
 # ---------------------------------------------------------------- metrics, table, plots
 
@@ -180,12 +55,9 @@ def format_table(metrics: dict) -> str:
 
 
 def plot_setting(name: str, s: dict, path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     draw_setting(ax, s, name)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> None:
@@ -222,8 +94,8 @@ def load_baselines(baselines: dict) -> dict[str, Any]:
 def default_baselines(task_cfg: DictConfig | dict) -> dict:
     """The baseline set conf/baseline/<task>.yaml lists, resolved against the task config."""
     path = CONF / "baseline" / f"{task_cfg['name']}.yaml"
-    cfg = OmegaConf.create({"task": OmegaConf.create(task_cfg), "baselines": OmegaConf.load(path)})
-    return OmegaConf.to_container(cfg, resolve=True)["baselines"]
+    cfg = OmegaConf.create({"task": plain(task_cfg), "baselines": OmegaConf.load(path)})
+    return plain(cfg)["baselines"]
 
 
 def evaluate(
@@ -242,13 +114,12 @@ def evaluate(
 ) -> dict:
     """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/.
     A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
-    task = task_from_config(OmegaConf.create(task_cfg))
+    task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     num_tasks = task_cfg.get("num_tasks")
-    pool_seed = seed if pool_seed is None else pool_seed
     settings = list(settings or default_settings(task.name, pooled=bool(num_tasks)))
     for setting in settings:
-        check_setting(setting)
+        parse(setting)  # every name checked before any work
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     metrics = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points, "n_prompts": n_prompts, "seed": seed, "settings": {}}
@@ -256,27 +127,28 @@ def evaluate(
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     for setting in settings:
         p = setting_prompts(setting, task, n_prompts, n_points, seed, device, task_cfg.get("noise_std", 1.0),
-                            num_tasks, pool_seed)
-        # predicting 0 does equally badly at every k: one number, repeated for the plot's dashed line
-        trivial = pointwise_metric(p.task, torch.zeros_like(p.targets), p.targets, task.normaliser).mean().expand(p.targets.shape[1])
-        entry = {
-            "metric": "accuracy" if task.classification else "squared_error",
-            "normaliser": task.normaliser, "trivial": [0.5] * p.targets.shape[1] if task.classification else trivial.tolist(),
-            "models": {},
-        }
+                            num_tasks, seed if pool_seed is None else pool_seed)
+        entry = setting_entry(task, p.targets)
         for label, predictor in predictors.items():
             bar.set_postfix_str(f"{setting}: {label}")
             preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu()
-            entry["models"][label] = summarise(errors, bootstrap, gen)
+            entry["models"][label] = summarise(pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu(), bootstrap, gen)
             bar.update(1)
         metrics["settings"][setting] = entry
         plot_setting(setting, entry, out_dir / "plots" / f"{setting}.png")
     bar.close()
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-    tmp.replace(out_dir / "metrics.json")
+    write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def setting_entry(task, targets: torch.Tensor) -> dict:
+    """A setting's metrics before any model: the metric, the normaliser and predicting 0's level
+    (the same at every k: one number, repeated for the plot's dashed line; 0.5 for accuracy)."""
+    n = targets.shape[1]
+    if task.classification:
+        return {"metric": "accuracy", "normaliser": task.normaliser, "trivial": [0.5] * n, "models": {}}
+    trivial = pointwise_metric(task, torch.zeros_like(targets), targets, task.normaliser).mean().item()
+    return {"metric": "squared_error", "normaliser": task.normaliser, "trivial": [trivial] * n, "models": {}}
 
 
 def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
@@ -284,7 +156,7 @@ def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
     ridge, Bayes-optimal for the Gaussian prior of fresh tasks, under the same label noise."""
     if not task_cfg.get("num_tasks") or task_cfg["name"] not in ("linear", "noisy_linear"):
         return {}
-    task = task_from_config(OmegaConf.create(task_cfg))
+    task = task_from_config(task_cfg)
     pool = PromptSampler(task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed).function_pool["w"]
     noise_std = task.noise_std if task.name == "noisy_linear" else NOISELESS_STD
     return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
@@ -320,12 +192,12 @@ register_schemas()
 @hydra.main(version_base=None, config_path=str(CONF), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
-    baselines = OmegaConf.to_container(cfg.baselines, resolve=True)
+    baselines = plain(cfg.baselines)
     if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
         evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
         return
     metrics = evaluate(
-        OmegaConf.to_container(cfg.task, resolve=True), load_baselines(baselines),
+        plain(cfg.task), load_baselines(baselines),
         HydraConfig.get().runtime.output_dir, device=resolve_device(cfg.device), **options,
     )
     print(format_table(metrics))

@@ -9,58 +9,31 @@ the swept value) and <sweep>_curves.png (error against k, one panel per value).
 `sweep=probe` instead compares the model's implicit weights with least squares and ridge.
 """
 
-import json
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from minicl.checkpoint import model_from_state, read_run
-from minicl.common import predict_in_batches, pyplot, resolve_device
-from minicl.config import register_schemas, task_from_config
-from minicl.evaluate import CONF, covariance_transform, default_baselines, load_baselines, summarise
+from minicl.common import predict_in_batches, pyplot, resolve_device, save_figure, write_json
+from minicl.config import CONF, plain, register_schemas, task_from_config
+from minicl.evaluate import default_baselines, load_baselines, summarise
 from minicl.model import MODELS
 from minicl.probe import probe_run
-from minicl.tasks import make_generators, sample_xs
+from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
+from minicl.tasks import make_generators
 
-SWEEPS = {  # name: (default values, axis label, log axis)
-    "x_scale": ([0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of x", True),
-    "w_scale": ([0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of w", True),
-    "noise": ([0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0], "label noise std", False),
-    "skew": ([1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "condition number of the input covariance", True),
-    "length": (None, "in-context examples (prompt length - 1)", False),
-    "dims": (None, "active dims", False),
+SWEEPS = {  # name: (the settings family it draws, default values, axis label, log axis)
+    "x_scale": ("scale_x", [0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of x", True),
+    "w_scale": ("scale_y", [0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of w", True),
+    "noise": ("noise", [0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0], "label noise std", False),
+    "skew": ("skew", [1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0], "condition number of the input covariance", True),
+    "length": ("standard", None, "in-context examples (prompt length - 1)", False),
+    "dims": ("dims", None, "active dims", False),
 }
-
-
-def skewed_eigenvalues(d: int, condition: float) -> torch.Tensor:
-    """Eigenvalues of S (covariance S^2) spaced geometrically so that cond(S^2) = condition."""
-    return condition ** (-0.5 * torch.arange(d) / max(d - 1, 1))
-
-
-def sweep_prompts(sweep: str, value: float, task, n_prompts: int, n_points: int, seed: int, device="cpu"):
-    """(xs, ys, clean ys) for one value of a sweep; the clean ys set the normaliser."""
-    gens = make_generators(seed, device, "eval")
-    d = task.n_dims
-    n_active = int(value) if sweep == "dims" else d
-    if sweep == "w_scale":
-        task = replace(task, w_scale=task.w_scale * value)
-    params = task.sample(gens["functions"], n_prompts, n_active)
-    transform = None
-    if sweep == "x_scale":
-        transform = value * torch.eye(d, device=device)
-    elif sweep == "skew":
-        transform = covariance_transform(skewed_eigenvalues(d, value), gens["inputs"])
-    xs = sample_xs(gens["inputs"], n_prompts, n_points, d, n_active, transform=transform)
-    clean = task.apply(params, xs, gens["noise"])
-    ys = clean
-    if sweep == "noise":
-        ys = clean + value * torch.randn(clean.shape, generator=gens["noise"], device=device)
-    return xs, ys, clean
 
 
 def sweep_values(sweep: str, values, n_dims: int, max_points: int) -> list[float]:
@@ -70,7 +43,37 @@ def sweep_values(sweep: str, values, n_dims: int, max_points: int) -> list[float
         return [float(v) for v in range(1, n_dims + 1)]
     if sweep == "length":
         return [float(k) for k in np.unique(np.linspace(1, max_points - 1, 12).round().astype(int))]
-    return SWEEPS[sweep][0]
+    return SWEEPS[sweep][1]
+
+
+def sweep_prompts(sweep: str, value: float, task, n_prompts: int, n_points: int, seed: int, device="cpu") -> Prompts:
+    """The prompts of one value of a sweep: its settings family at that value (the length sweep:
+    the standard setting; it reads the one long prompt at every k)."""
+    name = SWEEPS[sweep][0]
+    d = Draw(task, n_prompts, n_points, make_generators(seed, device, "eval"))
+    return SETTINGS[name](d) if name in SETTINGS else FAMILIES[name](d, value)
+
+
+def sweep_points(sweep: str, model, train_points: int, max_points: int | None) -> int:
+    """Prompt length: the training length, or for the length sweep as long as asked or the positions allow."""
+    if sweep != "length":
+        return train_points
+    limit = model.config.max_points  # learned positions; None: any length
+    n_points = max_points or limit or 2 * train_points
+    if limit is not None and n_points > limit:
+        raise ValueError(
+            f"max_points={n_points} is past the learned positions (n_positions={limit}); "
+            "train with model.pos_emb=rope or none, or a recurrent model.arch, to go further"
+        )
+    return n_points
+
+
+def sweep_entry(predictors: dict, p: Prompts, value: float, gen: torch.Generator) -> dict:
+    """Every predictor's error at one swept value, over the clean signal's mean square."""
+    normaliser = p.clean.double().pow(2).mean().item()
+    models = {name: summarise(((predict_in_batches(predictor, p.xs, p.ys).double() - p.targets.double()) ** 2
+                               / normaliser).cpu(), 200, gen) for name, predictor in predictors.items()}
+    return {"value": value, "normaliser": normaliser, "models": models}
 
 
 def run_sweep(
@@ -82,52 +85,36 @@ def run_sweep(
         raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)} and 'probe'")
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
-    task = task_from_config(OmegaConf.create(task_cfg))
+    task = task_from_config(task_cfg)
     if task.classification:
         raise ValueError("sweeps measure squared error; linear_classification runs are not supported")
     model = model_from_state(state).to(device)
     train_points = task_cfg["curriculum"]["points"]["end"]
-    n_points = train_points
-    if sweep == "length":
-        limit = model.config.max_points  # learned positions; None: any length
-        n_points = max_points or limit or 2 * train_points
-        if limit is not None and n_points > limit:
-            raise ValueError(
-                f"max_points={n_points} is past the learned positions (n_positions={limit}); "
-                "train with model.pos_emb=rope or none, or a recurrent model.arch, to go further"
-            )
+    n_points = sweep_points(sweep, model, train_points, max_points)
     predictors = {model.config.arch: model} | load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
     values = sweep_values(sweep, values, task.n_dims, n_points)
-    k = min(2 * task.n_dims if k is None else k, n_points - 1)
     gen = torch.Generator().manual_seed(seed)
-    results = []
-    for value in values:
-        xs, ys, clean = sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device)
-        normaliser = clean.double().pow(2).mean().item()
-        entry = {"value": value, "normaliser": normaliser, "models": {}}
-        for name, predictor in predictors.items():
-            errors = (predict_in_batches(predictor, xs, ys).double() - ys.double()) ** 2 / normaliser
-            entry["models"][name] = summarise(errors.cpu(), 200, gen)
-        results.append(entry)
-    out = {"sweep": sweep, "k": k, "task": task.name, "n_points": n_points, "train_points": train_points,
-           "arch": model.config.arch, "pos_emb": None if model.config.recurrent else model.config.pos_emb,
-           "n_prompts": n_prompts, "results": results}
+    results = [sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
+               for value in values]
+    out = {"sweep": sweep, "k": min(2 * task.n_dims if k is None else k, n_points - 1), "task": task.name,
+           "n_points": n_points, "train_points": train_points, "arch": model.config.arch,
+           "pos_emb": None if model.config.recurrent else model.config.pos_emb, "n_prompts": n_prompts, "results": results}
     out_dir = Path(out_dir or Path(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{sweep}.json").write_text(json.dumps(out, indent=1) + "\n")
+    write_json(out_dir / f"{sweep}.json", out)
     plot_sweep(out, out_dir)
     return out
 
 
 def plot_sweep(out: dict, out_dir: Path) -> None:
-    plt = pyplot()
-
+    """<sweep>.png: every model's error at k against the swept value; <sweep>_curves.png: error
+    against k, a panel per value."""
     sweep, results = out["sweep"], out["results"]
-    _, label, log = SWEEPS[sweep]
+    _, _, label, log = SWEEPS[sweep]
     values = [r["value"] for r in results]
     models = list(results[0]["models"])
     ks = [int(v) if sweep == "length" else out["k"] for v in values]  # the k each value is read at
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     for name in models:
         mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
         lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
@@ -144,14 +131,15 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
     ax.set_title(f"{sweep} sweep ({out['task']}, {model})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{sweep}.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out_dir / f"{sweep}.png")
+    plot_curves(sweep, results if sweep != "length" else results[-1:], out_dir)  # one long prompt holds every shorter one
 
-    shown = results if sweep != "length" else results[-1:]  # one long prompt holds every shorter one
+
+def plot_curves(sweep: str, shown: list[dict], out_dir: Path) -> None:
+    models = list(shown[0]["models"])
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
     for ax, r in zip(axes.flat, shown):
         for name in models:
             m = r["models"][name]
@@ -164,9 +152,7 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     axes.flat[0].legend(fontsize=6)
     fig.supxlabel("in-context examples")
     fig.supylabel("error / signal")
-    fig.tight_layout()
-    fig.savefig(out_dir / f"{sweep}_curves.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out_dir / f"{sweep}_curves.png", dpi=100)
 
 
 # ---------------------------------------------------------------- command line
@@ -183,7 +169,7 @@ def main(cfg: DictConfig) -> None:
         k = report["k"]
         print(f"implicit weights vs least squares, cosine at k={k}: {report['least_squares']['cosine'][k]:.4f}")
         return
-    baselines = None if cfg.baselines is None else OmegaConf.to_container(cfg.baselines, resolve=True)
+    baselines = None if cfg.baselines is None else plain(cfg.baselines)
     out = run_sweep(cfg.run, cfg.sweep, cfg.k, cfg.grid, cfg.n_prompts, cfg.seed, device, baselines, cfg.max_points)
     models = list(out["results"][0]["models"])
     at = "k = the swept value" if cfg.sweep == "length" else f"k={out['k']}"

@@ -7,13 +7,17 @@ Imports torch only, so research code can `import minicl.model` without Hydra or 
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Literal, get_args, get_origin
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-POS_EMBS = ("learned", "rope", "none")
+from minicl.kernels import attend, gelu
+
+Arch = Literal["transformer", "linear_attention", "lstm", "mamba"]  # the keys of MODELS
+PosEmb = Literal["learned", "rope", "none"]
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin tables
 
 
@@ -25,15 +29,16 @@ class ModelConfig:
     n_layer: int = 12
     n_head: int = 8
     dropout: float = 0.0
-    pos_emb: str = "learned"  # transformer and linear_attention; the recurrent ones have no positions
-    arch: str = "transformer"  # transformer | linear_attention | lstm | mamba (MODELS)
+    pos_emb: PosEmb = "learned"  # transformer and linear_attention; the recurrent ones have no positions
+    arch: Arch = "transformer"
     d_state: int = 16  # mamba: state size per channel
     d_conv: int = 4  # mamba: width of the causal convolution
     expand: int = 2  # mamba: inner width / n_embd
 
     def __post_init__(self):
-        if self.arch not in MODELS:
-            raise ValueError(f"ModelConfig.arch must be one of {tuple(MODELS)}, got {self.arch!r}")
+        for f in fields(self):
+            if get_origin(f.type) is Literal and getattr(self, f.name) not in get_args(f.type):
+                raise ValueError(f"ModelConfig.{f.name} must be one of {get_args(f.type)}, got {getattr(self, f.name)!r}")
         for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head", "d_state", "d_conv", "expand"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -44,8 +49,6 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
-        if self.pos_emb not in POS_EMBS:
-            raise ValueError(f"ModelConfig.pos_emb must be one of {POS_EMBS}, got {self.pos_emb!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(
                 f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}"
@@ -65,9 +68,12 @@ class ModelConfig:
         return self.n_positions if self.pos_emb == "learned" and not self.recurrent else None
 
 
-def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None, n_dims: int | None = None) -> torch.Tensor:
-    """Raise ValueError unless xs is (B, N, D), ys (B, N) and queries like xs, all floating point;
-    returns the queries (xs when none are given). Every predictor checks its prompts with this."""
+def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None,
+                 config: "ModelConfig | None" = None) -> torch.Tensor:
+    """Raise ValueError unless xs is (B, N, D), ys (B, N) and queries like xs, all floating point,
+    and, given a model's config, D its n_dims and N within its learned positions; returns the
+    queries (xs when none are given). Every predictor checks its prompts with this."""
+    n_dims = None if config is None else config.n_dims
     if xs.dim() != 3 or (n_dims is not None and xs.shape[-1] != n_dims):
         raise ValueError(f"xs must have shape (B, N, {n_dims or 'D'}), got {tuple(xs.shape)}")
     if ys.shape != xs.shape[:2]:
@@ -76,6 +82,9 @@ def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | Non
         raise ValueError(f"queries must have the shape of xs {tuple(xs.shape)}, got {tuple(queries.shape)}")
     if not (xs.is_floating_point() and ys.is_floating_point()):
         raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
+    if config is not None and config.max_points is not None and xs.shape[1] > config.max_points:
+        raise ValueError(f"prompt has {xs.shape[1]} points but the model has learned positions for only "
+                         f"n_positions={config.n_positions}")
     return xs if queries is None else queries
 
 
@@ -110,14 +119,7 @@ class CausalSelfAttention(nn.Module):
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if keep is not None:
             q, mask = q[:, :, keep], mask[keep]
-        if x.device.type == "cpu" and q.dtype == torch.bfloat16:
-            # CPU attention kernels are several times slower in bf16 than in fp32 (backward above all),
-            # while the projections gain from bf16: there, attend in fp32.
-            with torch.autocast("cpu", enabled=False):
-                y = self.attend(q.float(), k.float(), v.float(), mask).to(q.dtype)
-        else:
-            y = self.attend(q, k, v, mask)
-        y = y.transpose(1, 2).reshape(B, -1, C)
+        y = attend(self.attend, q, k, v, mask).transpose(1, 2).reshape(B, -1, C)
         return self.resid_dropout(self.c_proj(y))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -142,41 +144,6 @@ class LinearAttention(CausalSelfAttention):
 
 
 ATTENTION = {"transformer": CausalSelfAttention, "linear_attention": LinearAttention}
-
-
-class TanhGELU(torch.autograd.Function):
-    """GPT-2's GELU, 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3), computed as
-    x sigmoid(2u) (the same function: 0.5 (1 + tanh(u)) = sigmoid(2u)). With ATen's AVX2 kernels tanh
-    is several times slower than sigmoid, which made ATen's tanh GELU the largest cost of a small
-    fp32 CPU training step there; this form and its hand-written gradient use one sigmoid. With
-    AVX-512 kernels the two measured about as fast (benchmarks/test_train_speed.py times both)."""
-
-    C2 = 2 * math.sqrt(2 / math.pi)  # 2u = C2 (x + A x^3)
-    A = 0.044715
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        s = (x * x).mul_(TanhGELU.C2 * TanhGELU.A).add_(TanhGELU.C2).mul_(x).sigmoid_()
-        ctx.save_for_backward(x, s)
-        return x * s
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, s = ctx.saved_tensors
-        # d/dx x s(2u) = s + x s (1 - s) d(2u)/dx, with d(2u)/dx = C2 (1 + 3 A x^2)
-        u = (x * x).mul_(3 * TanhGELU.C2 * TanhGELU.A).add_(TanhGELU.C2).mul_(x).mul_(s)
-        return u.addcmul_(u, s, value=-1).add_(s).mul_(grad)  # u (1 - s) + s, with no new tensor
-
-
-SIGMOID_GELU = torch.backends.cpu.get_cpu_capability() == "AVX2"  # where TanhGELU measured faster
-
-
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh GELU: TanhGELU on CPUs running ATen's AVX2 kernels in eager mode, ATen's kernel
-    elsewhere (AVX-512 CPUs, CUDA, compiled)."""
-    if SIGMOID_GELU and x.device.type == "cpu" and not torch.compiler.is_compiling():
-        return TanhGELU.apply(x)
-    return F.gelu(x, approximate="tanh")
 
 
 class MLP(nn.Module):
@@ -210,22 +177,13 @@ class PromptModel(nn.Module):
     """What every architecture shares. x enters through `read_in` (D -> width); y as the token
     (y, 0, ..., 0) through the same map; tokens interleave x1, y1, x2, y2, ...; a final LayerNorm and
     `read_out` (width -> 1) at each x token give the prediction. Subclasses build those three modules
-    and the layers between them, and define `forward(xs, ys, queries=None) -> (B, N)`."""
+    and the layers between them, and define `forward(xs, ys, queries=None) -> (B, N)`, the call
+    shape of every predictor."""
 
     config: ModelConfig
     read_in: nn.Linear
     ln_f: nn.LayerNorm
     read_out: nn.Linear
-
-    def check_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> None:
-        """check_prompt(), plus the model's own width and, for learned positions, length."""
-        c = self.config
-        check_prompt(xs, ys, queries, n_dims=c.n_dims)
-        if c.max_points is not None and xs.shape[1] > c.max_points:
-            raise ValueError(
-                f"prompt has {xs.shape[1]} points but the model has learned positions for only "
-                f"n_positions={c.n_positions}"
-            )
 
     def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """x1, y1, x2, y2, ... through read_in: (B, 2N, width)."""
@@ -241,15 +199,12 @@ class PromptModel(nn.Module):
         with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
             return self.read_out(h.to(self.read_out.weight.dtype)).squeeze(-1)
 
-    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
-        return self(xs, ys, queries)
-
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
 
 class Transformer(PromptModel):
-    """predict(xs (B, N, D), ys (B, N)) -> (B, N): output i predicts ys[:, i] from pairs < i and xs[:, i].
+    """model(xs (B, N, D), ys (B, N)) -> (B, N): output i predicts ys[:, i] from pairs < i and xs[:, i].
     arch='transformer' is GPT-2 exactly; arch='linear_attention' swaps its attention for LinearAttention."""
 
     def __init__(self, config: ModelConfig):
@@ -284,7 +239,7 @@ class Transformer(PromptModel):
         """(B, N) predictions; with `queries` (B, N, D), output i is for queries[:, i] instead of xs[:, i],
         still from the pairs before i: one pass gives what N passes with one swapped query would."""
         if not torch.compiler.is_compiling():
-            self.check_prompt(xs, ys, queries)
+            check_prompt(xs, ys, queries, self.config)
         N = xs.shape[1]
         h = self.tokens(xs, ys)  # (B, T, C)
         positions = torch.arange(2 * N, device=xs.device)
@@ -326,7 +281,7 @@ class RecurrentModel(PromptModel):
 
     def forward(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.compiler.is_compiling():
-            self.check_prompt(xs, ys, queries)
+            check_prompt(xs, ys, queries, self.config)
         if queries is not None:
             return self.one_query_at_a_time(xs, ys, queries)
         return self.read(self.mix(self.tokens(xs, ys))[:, ::2])

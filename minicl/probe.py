@@ -7,15 +7,13 @@ tokens of `model(xs, ys, queries)` are seen only by their own prediction) and co
 least squares and ridge on the same prefix.
 """
 
-import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from minicl.baselines import LeastSquares, Ridge
 from minicl.checkpoint import model_from_state, read_run
-from minicl.common import pyplot, standard_prompts
+from minicl.common import pyplot, save_figure, standard_prompts, write_json
 from minicl.config import task_from_config
 
 
@@ -60,7 +58,7 @@ def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float
 def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0) -> dict:
     """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
     state = read_run(run_dir)
-    task = task_from_config(OmegaConf.create(state["config"]["task"]))
+    task = task_from_config(state["config"]["task"])
     model = model_from_state(state).to(device)
     n_points = state["config"]["task"]["curriculum"]["points"]["end"]
     xs, ys = standard_prompts(task, n_prompts, n_points, seed, device)
@@ -72,7 +70,7 @@ def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch
     }
     out = Path(run_dir) / "explore"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_json(out / "probe.json", report)
     plot_probe(report, out / "probe.png")
     return report
 
@@ -94,6 +92,4 @@ def plot_probe(report: dict, path: Path) -> None:
         ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
         ax.legend(fontsize=7)
     fig.suptitle("the transformer's implicit weights (gradient of the prediction w.r.t. the query)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

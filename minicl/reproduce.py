@@ -14,6 +14,9 @@ at named k, chosen from the paper's Figure 2 (and its appendix figures for trees
 """
 
 import json
+import shlex
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +26,14 @@ import hydra
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from minicl.checkpoint import latest_checkpoint, model_from_state, read_checkpoint
-from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device
-from minicl.config import register_schemas, task_from_config
-from minicl.evaluate import CONF, draw_setting, evaluate_run, setting_prompts
-from minicl.train import config_differences, resolved_config, train
+from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
+from minicl.config import CONF, check_config, plain, register_schemas, task_from_config
+from minicl.evaluate import draw_setting, evaluate_run
+from minicl.rundir import config_differences, resolved_config, training_seconds
+from minicl.settings import setting_prompts
 
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
 
@@ -120,14 +124,19 @@ def shown(name: str, s: dict) -> list[str]:
 # ---------------------------------------------------------------- runs
 
 
-def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
-    """The training config of one claim run: experiment=claim_<task> at cpu scale, the task's
+def claim_overrides(name: str, scale: str, overrides: list[str]) -> list[str]:
+    """The training overrides of one claim run: experiment=claim_<task> at cpu scale, the task's
     defaults at paper scale, then `overrides`."""
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     if name not in CLAIMS:
         raise ValueError(f"unknown claim {name!r}; known: {sorted(CLAIMS)}")
-    chosen = [f"task={name}", *([f"experiment=claim_{name}"] if scale == "cpu" else []), *overrides]
+    return [f"task={name}", *([f"experiment=claim_{name}"] if scale == "cpu" else []), *overrides]
+
+
+def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
+    """The composed and checked training config of one claim run (claim_overrides)."""
+    chosen = claim_overrides(name, scale, overrides)
     if GlobalHydra.instance().is_initialized():  # inside the command's own Hydra app
         cfg = compose(config_name="train", overrides=chosen)
     else:
@@ -136,26 +145,25 @@ def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
     if cfg.model.arch != "transformer":
         raise ValueError(f"the claims are the transformer's, got model.arch={cfg.model.arch!r}: train other "
                          "architectures with minicl.train and set them side by side with minicl.compare")
+    check_config(cfg)
     return cfg
 
 
-def training_seconds(run_dir: Path) -> float:
-    """Time spent in the step loop, summed from metrics.jsonl (so also for a reused run)."""
-    seconds, last = 0.0, 0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        seconds += (record["step"] - last) / record["steps_per_s"]
-        last = record["step"]
-    return seconds
+def train_command(overrides: list[str], run_dir: Path) -> None:
+    """`python -m minicl.train OVERRIDES` into run_dir (which resumes an interrupted run, and refuses
+    one of another config), in a process of its own."""
+    cmd = [sys.executable, "-m", "minicl.train", *overrides, f"hydra.run.dir='{run_dir}'"]
+    if subprocess.run(cmd).returncode:
+        raise RuntimeError(f"training stopped with an error (above): {shlex.join(cmd)}")
 
 
-def trained_and_evaluated(cfg: DictConfig, run_dir: Path, n_prompts: int, device: str) -> dict:
+def trained_and_evaluated(overrides: list[str], cfg: DictConfig, run_dir: Path, n_prompts: int, device: str) -> dict:
     """Train the run unless it is finished, evaluate it unless metrics.json is newer; its metrics."""
     state = latest_checkpoint(run_dir) if run_dir.exists() else None
     if state is None or state["step"] < cfg.trainer.steps:
-        train(cfg, run_dir)  # resumes an interrupted run, refusing one of another config
+        train_command(overrides, run_dir)
     else:
-        diffs = config_differences(state["config"], resolved_config(cfg, resolve_device(cfg.trainer.device)))
+        diffs = config_differences(state["config"], plain(resolved_config(cfg, resolve_device(cfg.trainer.device))))
         if state["step"] != cfg.trainer.steps:
             diffs.append(f"trainer.steps: {state['step']} -> {cfg.trainer.steps}")
         if diffs:
@@ -177,7 +185,7 @@ def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> 
     if not snapshots:
         return curve
     task_cfg = read_checkpoint(snapshots[0])["config"]["task"]
-    task, device = task_from_config(OmegaConf.create(task_cfg)), resolve_device(device)
+    task, device = task_from_config(task_cfg), resolve_device(device)
     p = setting_prompts("standard", task, metrics["n_prompts"], metrics["n_points"], metrics["seed"], device,
                         task_cfg.get("noise_std", 1.0))
     for path in snapshots:
@@ -200,14 +208,14 @@ def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/cla
     for name, cfg in configs.items():
         print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
         started = time.perf_counter()
-        metrics = trained_and_evaluated(cfg, out / name, n_prompts, device)
+        metrics = trained_and_evaluated(claim_overrides(name, scale, list(overrides)), cfg, out / name, n_prompts, device)
         result = verdict(name, metrics)
         result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
                    "curve": training_curve(out / name, result["ks"], metrics, device),
                    "total_seconds": time.perf_counter() - started}
         results.append(result)
         panels[name] = metrics["settings"]["standard"]
-        (out / "claims.json").write_text(json.dumps(results, indent=1) + "\n")  # after each claim: nothing lost
+        write_json(out / "claims.json", results)  # after each claim: nothing lost
     plot_claims(panels, out)
     plot_curves(results, out)
     print(format_verdicts(results))
@@ -249,15 +257,11 @@ def plot_claims(panels: dict[str, dict], out: Path) -> None:
         fig, ax = plt.subplots(figsize=(6, 4))
         draw_setting(ax, s, f"{name}: {CLAIMS[name].statement}", shown(name, s))
         ax.title.set_fontsize(8)
-        fig.tight_layout()
-        fig.savefig(out / f"claim_{name}.png", dpi=110)
-        plt.close(fig)
+        save_figure(fig, out / f"claim_{name}.png")
     fig, axes = panel_grid(plt, len(panels), 6, 4)
     for ax, (name, s) in zip(axes, panels.items()):
         draw_setting(ax, s, name, shown(name, s))
-    fig.tight_layout()
-    fig.savefig(out / "claims.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "claims.png", dpi=100)
 
 
 def plot_curves(results: list[dict], out: Path) -> None:
@@ -274,9 +278,7 @@ def plot_curves(results: list[dict], out: Path) -> None:
         top = max([*r["trivial"].values(), *(e for errs in r["curve"]["errors"].values() for e in errs)], default=1.0)
         ax.set(title=f"{r['claim']} (black: predict 0)", xlabel="training step", ylabel="error", ylim=(0, 1.1 * top))
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, out / "training.png", dpi=100)
 
 
 # ---------------------------------------------------------------- command line

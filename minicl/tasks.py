@@ -7,6 +7,7 @@ moving the others.
 
 import math
 from dataclasses import dataclass, fields
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -181,6 +182,9 @@ class Relu2NN:
         return float(self.n_dims)
 
 
+SplitDims = Literal["all", "active"]
+
+
 @register("decision_tree")
 @dataclass
 class DecisionTree:
@@ -191,12 +195,12 @@ class DecisionTree:
 
     n_dims: int
     depth: int = 4
-    split_dims: str = "all"
+    split_dims: SplitDims = "all"
     classification = False
 
     def __post_init__(self):
-        if self.split_dims not in ("all", "active"):
-            raise ValueError(f"split_dims must be 'all' or 'active', got {self.split_dims!r}")
+        if self.split_dims not in get_args(SplitDims):
+            raise ValueError(f"split_dims must be one of {get_args(SplitDims)}, got {self.split_dims!r}")
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
         n_inner = 2**self.depth - 1

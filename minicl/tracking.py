@@ -12,6 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from minicl.common import write_json
+
 
 class Tracker:
     """Sends metrics.jsonl records to a tracking backend, each step at most once over resumes."""
@@ -28,9 +30,7 @@ class Tracker:
         self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.state))
-        tmp.replace(self.path)
+        write_json(self.path, self.state)
 
     def send(self, values: dict, step: int) -> None:
         raise NotImplementedError

@@ -7,13 +7,11 @@ step), the final report. What those pieces share lives in one `Run`.
 Rerunning the same command in the same run directory resumes from its last checkpoint.
 """
 
-import errno
 import json
 import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
@@ -21,35 +19,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from minicl import rundir
 from minicl.baselines import LeastSquares
-from minicl.checkpoint import latest_checkpoint, save_atomic, save_checkpoint
-from minicl.common import pointwise_metric, predict_in_batches, resolve_device, standard_prompts
-from minicl.config import check_config, model_config, register_schemas, task_from_config
-from minicl.evaluate import CONF, evaluate_run
+from minicl.common import pointwise_metric, predict_in_batches, resolve_device, save_atomic, standard_prompts, write_json
+from minicl.config import CONF, check_config, model_config, plain, register_schemas, task_from_config
+from minicl.evaluate import evaluate_run
 from minicl.model import ModelConfig, PromptModel, build_model
 from minicl.tasks import PromptSampler, curriculum_at, make_generators
 from minicl.tracking import Tracker, make_tracker
 
 register_schemas()
-
-# Settings that may change between a run and its resume without changing its results.
-RESUMABLE_CHANGES = {
-    "steps", "checkpoint_every", "snapshot_every", "log_every", "eval_prompts", "evaluate_at_end", "progress",
-    "on_nonfinite", "device",
-}
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """What trainer.amp=null chooses: bf16 autocast on CUDA and on CPUs with native bf16 matmuls
-    (AVX512-BF16 or AMX), where it measured faster than fp32; fp32 on other CPUs."""
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private in torch.cpu, hence getattr
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return device.type == "cuda"
 
 
 def point_loss(task, preds: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
@@ -71,51 +54,6 @@ def learning_rate(tr, step: int) -> float:
     return tr.lr
 
 
-# Keys added since runs were first saved, with the value every run saved before them had.
-ADDED_KEYS = {"model": {"arch": "transformer", "d_state": 16, "d_conv": 4, "expand": 2}, "trainer": {"decay_steps": 0}}
-
-
-def with_added_keys(config: dict) -> dict:
-    """A saved run config with the keys added since it was saved, at the values it ran with."""
-    return {section: ADDED_KEYS.get(section, {}) | value if isinstance(value, dict) else value
-            for section, value in config.items()}
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
-    (trainer.steps too, unless a decaying schedule depends on it)."""
-    decays = current.get("trainer", {}).get("schedule", "constant") != "constant"
-    resumable = RESUMABLE_CHANGES - ({"steps"} if decays else set())
-    diffs = []
-    saved = with_added_keys(saved)
-    for section in sorted((saved.keys() | current.keys()) - {"logger"}):  # tracking does not change results
-        a, b = saved.get(section, {}), current.get(section, {})
-        if not isinstance(a, dict) or not isinstance(b, dict):
-            if a != b:
-                diffs.append(f"{section}: {a!r} -> {b!r}")
-            continue
-        for key in sorted(a.keys() | b.keys()):
-            if section == "trainer" and key in resumable:
-                continue
-            if a.get(key) != b.get(key):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
-    return diffs
-
-
-def truncate_log(path: Path, last_step: int) -> None:
-    """Drop log lines written after `last_step` (by a run that died before its next checkpoint)."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= last_step:
-                kept.append(line)
-        except (json.JSONDecodeError, KeyError):  # a line cut short by a kill
-            continue
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def final_report(model: PromptModel, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
     """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
     prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
@@ -126,7 +64,7 @@ def final_report(model: PromptModel, task, cfg: DictConfig, device: torch.device
     report = {"k": k, model.config.arch: pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item()}
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
-    (run_dir / "final_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(run_dir / "final_eval.json", report)
     metric = "accuracy" if task.classification else "normalised squared error"
     line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
     print(f"{metric} at k={k} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
@@ -193,26 +131,11 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
     return dist.get_rank(), world, device
 
 
-def check_writable(run_dir: Path, needed_bytes: int) -> None:
-    """Fail at start, not at the first checkpoint, when the run directory cannot hold checkpoints."""
-    probe = run_dir / ".minicl_write_probe"
-    try:
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise PermissionError(f"cannot write to the run directory {run_dir}: {e.strerror}") from e
-    free = shutil.disk_usage(run_dir).free
-    if free < needed_bytes:
-        raise OSError(
-            errno.ENOSPC, f"{run_dir} has {free / 1e6:.1f} MB free; its checkpoints need about {needed_bytes / 1e6:.1f} MB"
-        )
-
-
 @dataclass
 class Run:
     """What the pieces of one training run share."""
 
-    cfg: DictConfig
+    cfg: DictConfig  # resolved (rundir.resolved_config): trainer.amp and trainer.compile as they run
     run_dir: Path
     rank: int
     world: int
@@ -222,7 +145,6 @@ class Run:
     model: PromptModel
     opt: torch.optim.Optimizer
     sampler: PromptSampler
-    resolved: dict  # the config as saved in every checkpoint, trainer.amp and trainer.compile resolved
     step: int = 0
     train_step: TrainStep | None = None  # made once the run has resumed
     tracker: Tracker | None = None  # logger=tensorboard|wandb, on the writing rank
@@ -233,7 +155,10 @@ class Run:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
+        return self.run_dir / rundir.LOG
+
+    def checkpoint(self) -> dict:
+        return rundir.checkpoint_state(self.model, self.opt, self.sampler, self.step, self.cfg, self.model_config)
 
 
 @dataclass
@@ -266,15 +191,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> PromptModel:
     resume(run)
     run.train_step = make_train_step(run)  # after resuming: DDP broadcasts the weights it finds
     announce(run)
-    run.tracker = make_tracker(cfg.logger, run.run_dir, run.resolved) if run.writes else None
+    run.tracker = make_tracker(run.cfg.logger, run.run_dir, plain(run.cfg)) if run.writes else None
     try:
         run_steps(run)
     finally:
         if run.tracker:
             run.tracker.close()
     if run.writes:
-        final_report(run.model, run.task, cfg, run.device, run.run_dir)
-        if cfg.trainer.evaluate_at_end:
+        final_report(run.model, run.task, run.cfg, run.device, run.run_dir)
+        if run.cfg.trainer.evaluate_at_end:
             evaluate_run(run.run_dir)
     if run.world > 1:
         dist.barrier()
@@ -300,53 +225,32 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     torch.manual_seed(tr.seed)  # model initialisation and dropout
     model = build_model(mc).to(device)
     if rank == 0:
-        check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
+        rundir.check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
     sampler = PromptSampler(
         task, cfg.task.curriculum.points.end, make_generators(tr.seed, device),
         cfg.task.num_tasks, cfg.task.num_training_examples, pool_seed=tr.seed,
     )
-    return Run(cfg, run_dir, rank, world, device, task, mc, model, make_optimizer(model, tr.lr), sampler,
-               resolved_config(cfg, device))
-
-
-def resolved_config(cfg: DictConfig, device: torch.device) -> dict:
-    """The config as checkpoints save it: resolved, naming the precision and compilation that run."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    trainer = resolved["trainer"]
-    trainer["amp"] = bf16_is_fast(device) if cfg.trainer.amp is None else cfg.trainer.amp
-    trainer["compile"] = device.type == "cuda" if cfg.trainer.compile is None else cfg.trainer.compile
-    return resolved
+    return Run(rundir.resolved_config(cfg, device), run_dir, rank, world, device, task, mc, model,
+               make_optimizer(model, tr.lr), sampler)
 
 
 def resume(run: Run) -> None:
-    """Load the run directory's newest intact checkpoint, if any, refusing one of another config."""
-    state = latest_checkpoint(run.run_dir)
-    if state is None:
-        return
-    diffs = config_differences(state["config"], run.resolved)
-    if diffs:
-        raise ValueError(f"{run.run_dir} holds a run with a different config; refusing to resume: " + "; ".join(diffs))
-    run.model.load_state_dict(state["model"])
-    run.opt.load_state_dict(state["optimizer"])
-    run.sampler.load_state_dict(state["rng"]["sampler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    if run.device.type == "cuda" and state["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(state["rng"]["cuda"], run.device)
-    run.step = state["step"]
-    if run.writes:
-        truncate_log(run.log_path, run.step)
+    """Continue from the run directory's newest intact checkpoint, if any."""
+    run.step = rundir.restore(run.run_dir, run.cfg, run.model, run.opt, run.sampler)
+    if run.step and run.writes:
+        rundir.truncate_log(run.run_dir, run.step)
         print(f"resuming {run.run_dir} from step {run.step}")
 
 
 def make_train_step(run: Run) -> TrainStep:
     """The step with the run's precision and compilation (trainer.amp and trainer.compile, resolved)."""
-    tr, device = run.resolved["trainer"], run.device
+    tr, device = run.cfg.trainer, run.device
     wrapper = None
     if run.world > 1:
         wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
     return TrainStep(
-        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end, compile=tr["compile"], amp=tr["amp"],
-        grad_clip=tr["grad_clip"], skip_nonfinite=tr["on_nonfinite"] == "skip", wrapper=wrapper, compile_mode=tr["compile_mode"],
+        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end, compile=tr.compile, amp=tr.amp,
+        grad_clip=tr.grad_clip, skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode,
     )
 
 
@@ -409,11 +313,11 @@ def at_boundary(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -
         tally.loss_sum.zero_()
         tally.since_step = step
     if save_now and run.writes:
-        write(run, lambda: save_checkpoint(checkpoint(run), run.run_dir), "checkpoint")
+        rundir.save(run.checkpoint(), run.run_dir)
     if snapshot_now and run.writes:
-        snapshot = checkpoint(run)
+        snapshot = run.checkpoint()
         del snapshot["optimizer"]
-        write(run, lambda: save_atomic(snapshot, run.run_dir / f"model_{step}.pt"), "snapshot")
+        rundir.write(lambda: save_atomic(snapshot, run.run_dir / f"model_{step}.pt"), run.run_dir, step, "snapshot")
 
 
 def log(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
@@ -431,28 +335,6 @@ def log(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
         run.tracker.log(record)
     bar.set_postfix(loss=f"{record['loss']:.4f}", dims=n_dims, points=n_points)
     tally.since_time = now
-
-
-def checkpoint(run: Run) -> dict:
-    """Everything a resume needs: weights, optimiser, step, config and every random stream."""
-    device = run.device
-    return {
-        "model": run.model.state_dict(), "optimizer": run.opt.state_dict(), "step": run.step,
-        "config": run.resolved, "model_config": asdict(run.model_config),
-        "rng": {
-            "sampler": run.sampler.state_dict(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        },
-    }
-
-
-def write(run: Run, save, what: str) -> None:
-    """Call `save`, naming the step and the run directory if the disk refuses it."""
-    try:
-        save()
-    except OSError as e:
-        raise OSError(e.errno, f"could not write the {what} of step {run.step} in {run.run_dir} ({e.strerror}); "
-                      "the checkpoints already there are intact") from e
 
 
 def share_cores(n_jobs: int | None) -> None:

@@ -7,18 +7,18 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from minicl import ICLRegressor, load_model
 from minicl.baselines import BASELINES, build_baseline
 from minicl.checkpoint import CheckpointError
-from minicl.evaluate import check_setting
 from minicl.model import ModelConfig, Transformer
+from minicl.settings import parse
 from minicl.train import train
-
-TINY = ["model=tiny", "trainer.steps=2", "trainer.progress=false", "trainer.eval_prompts=8"]
+from tests.helpers import SHORT, TINY
 
 
 def run(*overrides):
-    """Train with these overrides in a fresh run directory (which must not appear on failure)."""
+    """Train the paper's config on the tiny model with these overrides in a fresh run directory
+    (which must not appear on failure)."""
 
     def act(compose_cfg, tmp_path):
-        train(compose_cfg(*TINY, *overrides), tmp_path / "run")
+        train(compose_cfg("model=tiny", *SHORT, *overrides), tmp_path / "run")
 
     return act
 
@@ -33,9 +33,9 @@ def model_call(xs_shape, ys_shape, dtype=torch.float32, **config):
 
 def resume_with(*changed):
     def act(compose_cfg, tmp_path):
-        train(compose_cfg("experiment=quick", *TINY), tmp_path / "run")
+        train(compose_cfg(*TINY), tmp_path / "run")
         (tmp_path / "run" / "metrics.jsonl").unlink()  # what the refused resume must not rewrite
-        train(compose_cfg("experiment=quick", *TINY, *changed), tmp_path / "run")
+        train(compose_cfg(*TINY, *changed), tmp_path / "run")
 
     return act
 
@@ -67,7 +67,10 @@ CASES = {
     "negative heads": (run("model.n_head=-2"), ValueError, "n_head must be a positive integer, got -2"),
     "zero layers": (run("model.n_layer=0"), ValueError, "n_layer must be a positive integer, got 0"),
     "unknown device": (run("trainer.device=tpu"), ValueError, "trainer.device='tpu' is not one of"),
-    "unknown non-finite policy": (run("trainer.on_nonfinite=ignore"), ValueError, "on_nonfinite must be 'stop' or 'skip', got 'ignore'"),
+    "unknown non-finite policy": (run("trainer.on_nonfinite=ignore"), ConfigCompositionException, "on_nonfinite=ignore"),
+    "unknown schedule": (run("trainer.schedule=linear"), ConfigCompositionException, "trainer.schedule=linear"),
+    "unknown architecture": (run("model.arch=gru"), ConfigCompositionException, "model.arch=gru"),
+    "unknown positions": (run("model.pos_emb=alibi"), ConfigCompositionException, "model.pos_emb=alibi"),
     "resume with another config": (resume_with("trainer.lr=0.5"), ValueError, "different config; refusing to resume: trainer.lr: 0.001 -> 0.5"),
     "load_model: missing path": (load(lambda p: None), FileNotFoundError, "no run directory or checkpoint at"),
     "load_model: empty directory": (load(lambda p: p.mkdir()), CheckpointError, "holds neither a minicl checkpoint"),
@@ -78,7 +81,7 @@ CASES = {
     "model: wrong width": (model_call((1, 5, 3), (1, 5)), ValueError, r"xs must have shape \(B, N, 4\), got \(1, 5, 3\)"),
     "model: ys of the wrong shape": (model_call((1, 5, 4), (1, 6)), ValueError, r"ys must have shape \(1, 5\) to match xs, got \(1, 6\)"),
     "model: integer ys": (model_call((1, 5, 4), (1, 5), torch.long), ValueError, "must be floating point, got torch.float32 and torch.int64"),
-    "unknown evaluation setting": (lambda c, p: check_setting("upside_down"), ValueError, "unknown evaluation setting 'upside_down'"),
+    "unknown evaluation setting": (lambda c, p: parse("upside_down"), ValueError, "unknown evaluation setting 'upside_down'"),
     "unknown baseline": (lambda c, p: build_baseline("svm"), ValueError, "unknown baseline 'svm'"),
     "ICLRegressor: too many features": (lambda c, p: ICLRegressor(Transformer(ModelConfig(n_dims=2))).fit(torch.zeros(3, 5).numpy(), torch.zeros(3).numpy()),
                                         ValueError, "5 features but the model reads at most n_dims=2"),
@@ -88,8 +91,10 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input(case, compose_cfg, tmp_path):
     act, error, match = CASES[case]
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         act(compose_cfg, tmp_path)
+    if error is ConfigCompositionException:  # Hydra prints the cause: the value and what is allowed
+        assert raised.value.__cause__ is not None and match.split("=")[-1] in str(raised.value.__cause__)
     leftovers = {p.name for p in tmp_path.rglob("*")} - {"run", "state.pt", "state.prev.pt", "final_eval.json", "thing"}
     assert not leftovers, f"{case} left {leftovers}"
     if case != "resume with another config":

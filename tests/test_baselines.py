@@ -1,6 +1,4 @@
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +9,9 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
 from xgboost import XGBRegressor
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-from reference import fit_2nn, module_2nn  # noqa: E402
-
 from minicl.baselines import (DMMSE, GD2NN, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
                               prefix_gram, prefix_least_squares)
+from tests.reference import fit_2nn, module_2nn
 
 
 def prompts(B=6, N=14, D=5, seed=0, sparse=False):

@@ -1,10 +1,15 @@
-from pathlib import Path
+import dataclasses
+from typing import get_args
 
 import pytest
+import torch
+import yaml
 
-from minicl.config import check_config, model_config, task_from_config
-
-CONF = Path(__file__).parents[1] / "conf"
+from minicl.common import bf16_is_fast
+from minicl.config import CONF, ModelSchema, TaskSchema, check_config, model_config, plain, task_from_config
+from minicl.model import MODELS, Arch, ModelConfig
+from minicl.rundir import migrated, resolved_config, schema_defaults
+from minicl.tasks import TASKS
 
 
 def options(group):
@@ -50,7 +55,33 @@ def test_defaults_are_the_papers_run(compose_cfg):
     assert (cur.points.start, cur.points.end, cur.points.inc, cur.dims.start, cur.dims.end) == (26, 101, 5, 5, 20)
 
 
-def test_training_defaults_to_the_papers_precision(compose_cfg):
-    # fp32 (TF32 matmuls on CUDA): bf16 measured less accurate near least squares (README, precision)
-    assert compose_cfg("task=linear").trainer.amp is False
-    assert compose_cfg("task=linear", "trainer.amp=null").trainer.amp is None
+def test_amp_and_compile_resolve_to_what_the_device_runs(compose_cfg):
+    cpu = torch.device("cpu")
+    chosen = plain(resolved_config(compose_cfg("task=linear", "trainer.amp=null"), cpu))["trainer"]
+    assert (chosen["amp"], chosen["compile"]) == (bf16_is_fast(cpu), False)
+    paper = plain(resolved_config(compose_cfg("task=linear"), cpu))["trainer"]  # fp32 unless asked: the paper's precision
+    assert (paper["amp"], paper["compile"]) == (False, False)
+    assert plain(resolved_config(compose_cfg("trainer.compile=true"), cpu))["trainer"]["compile"] is True
+
+
+def test_each_config_object_is_declared_once():
+    model_fields = {f.name for f in dataclasses.fields(ModelSchema)}
+    assert model_fields == {f.name for f in dataclasses.fields(ModelConfig)} - {"n_dims"} | {"name"}
+    task_fields = {f.name for f in dataclasses.fields(TaskSchema)}
+    assert all({f.name for f in dataclasses.fields(cls)} <= task_fields for cls in TASKS.values())
+    assert set(get_args(Arch)) == set(MODELS)  # the architectures the schema allows are the ones built
+
+
+def test_yamls_hold_only_what_differs_from_the_defaults():
+    defaults = schema_defaults()
+    for group in ("task", "model"):
+        for path in (CONF / group).glob("*.yaml"):
+            values = yaml.safe_load(path.read_text())
+            same = [key for key, value in values.items() if key != "name" and defaults[group].get(key) == value]
+            assert same == [], f"{path.name} restates defaults: {same}"
+
+
+def test_a_config_saved_before_a_key_existed_reads_with_its_default(compose_cfg):
+    saved = plain(compose_cfg("task=linear"))
+    del saved["model"]["d_state"], saved["trainer"]["decay_steps"]
+    assert migrated(saved) == plain(compose_cfg("task=linear"))

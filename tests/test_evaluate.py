@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from minicl.baselines import LeastSquares
-from minicl.evaluate import (check_setting, default_baselines, default_settings, evaluate, evaluate_run, load_baselines,
-                             noisy_labels, setting_prompts)
+from minicl.evaluate import default_baselines, evaluate, evaluate_run, load_baselines
+from minicl.settings import default_settings, parse, setting_prompts
 from minicl.tasks import PromptSampler, build_task, make_generators
 from minicl.train import train
 
@@ -67,13 +67,15 @@ def test_scales_and_noise():
     assert (noisy.ys * math.sqrt(D + 1) / math.sqrt(D) - base.ys).std().item() == pytest.approx(1.0, rel=0.05)
 
 
-def test_noisy_labels_are_the_originals_on_fixed_inputs():
+def test_noisy_labels_are_the_originals():
     task = build_task("linear", n_dims=D)
-    params, xs = {"w": torch.randn(3, D)}, torch.randn(3, 7, D)
-    got = noisy_labels(task, params, xs, 0.5, torch.Generator().manual_seed(3))
-    noise = torch.randn(3, 7, generator=torch.Generator().manual_seed(3))
-    ys = (xs @ params["w"].unsqueeze(-1)).squeeze(-1) + 0.5 * noise
-    torch.testing.assert_close(got, ys * math.sqrt(D) / ys.std())
+    p = setting_prompts("noisy_linear", task, 3, 7, seed=5, noise_std=0.5)
+    gens = make_generators(5, "cpu", "eval")
+    w = task.sample(gens["functions"], 3, D)["w"]
+    xs = torch.randn(3, 7, D, generator=gens["inputs"])
+    ys = (xs @ w.unsqueeze(-1)).squeeze(-1) + 0.5 * torch.randn(3, 7, generator=gens["noise"])
+    torch.testing.assert_close(p.xs, xs)
+    torch.testing.assert_close(p.ys, ys * math.sqrt(D) / ys.std())
 
 
 def test_noisy_setting_uses_the_tasks_noise_and_keeps_sparse_w_sparse():
@@ -91,9 +93,11 @@ def test_noisy_setting_uses_the_tasks_noise_and_keeps_sparse_w_sparse():
 
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="unknown evaluation setting 'sideways'"):
-        check_setting("sideways")
-    with pytest.raises(ValueError, match="needs a positive factor"):
-        check_setting("scale_x_big")
+        parse("sideways")
+    for bad in ("scale_x_big", "scale_x_0", "skew_0.5", "noise_-1"):
+        with pytest.raises(ValueError, match=f"evaluation setting '{bad}' needs a value"):
+            parse(bad)
+    assert parse("noise_0")[1] == 0 and parse("skew_1")[1] == 1 and parse("scale_y_0.5")[1] == 0.5
     assert default_settings("decision_tree") == ["standard"] and "linear" in default_settings("relu_2nn")
 
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from minicl.baselines import LeastSquares
-from minicl.explore import run_sweep, skewed_eigenvalues, sweep_prompts
+from minicl.explore import run_sweep, sweep_prompts
 from minicl.probe import implicit_weights
+from minicl.settings import setting_prompts, skewed_eigenvalues
 from minicl.tasks import build_task
 from minicl.train import train
 
@@ -15,7 +16,8 @@ D = 6
 
 
 def sweep(name, value, n=2000, task="linear"):
-    return sweep_prompts(name, value, build_task(task, n_dims=D), n, 12, seed=0)
+    p = sweep_prompts(name, value, build_task(task, n_dims=D), n, 12, seed=0)
+    return p.xs, p.targets, p.clean
 
 
 def test_x_and_w_scale_move_what_they_name():
@@ -24,6 +26,16 @@ def test_x_and_w_scale_move_what_they_name():
     torch.testing.assert_close(xs3, 3 * xs1)
     _, yw, _ = sweep("w_scale", 0.5)
     torch.testing.assert_close(yw, 0.5 * ys1)
+
+
+@pytest.mark.parametrize("sweep_name, setting", [("x_scale", "scale_x_2.0"), ("w_scale", "scale_y_2.0"), ("skew", "skew_2.0"),
+                                                 ("noise", "noise_2.0"), ("dims", "dims_2.0")])
+def test_sweeps_draw_the_evaluation_settings_prompts(sweep_name, setting):
+    """One distortion, written once: a sweep at a value is its settings family at that value."""
+    a = sweep_prompts(sweep_name, 2.0, build_task("linear", n_dims=D), 16, 12, seed=3)
+    b = setting_prompts(setting, build_task("linear", n_dims=D), 16, 12, seed=3)
+    for name in ("xs", "ys", "targets", "clean"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name))
 
 
 def test_noise_sweep_adds_noise_of_that_std():

@@ -1,6 +1,5 @@
 """Parity with the original GPT2Model-based model, its run directories, and the sklearn estimators."""
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,12 +13,10 @@ from minicl.checkpoint import CheckpointError
 from minicl.convert import convert_state_dict, main as convert_main
 from minicl.evaluate import evaluate_run
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-
 
 def original(n_dims=5, n_positions=11, n_embd=32, n_layer=2, n_head=4):
     pytest.importorskip("transformers", reason="parity needs the reference extra: pip install -e .[reference]")
-    from reference import OriginalModel
+    from tests.reference import OriginalModel
 
     torch.manual_seed(0)
     model = OriginalModel(n_dims, n_positions, n_embd, n_layer, n_head).eval()

@@ -5,8 +5,8 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,13 +14,9 @@ import torch
 import minicl.checkpoint
 from minicl.tasks import PromptSampler
 from minicl.train import train
+from tests.helpers import logged, train_command
 
-QUICK = ["task=linear", "experiment=quick", "task.curriculum.points.start=11", "task.curriculum.points.end=11",
-         "model.n_positions=11", "trainer.eval_prompts=32", "trainer.progress=false", "trainer.device=cpu"]
-
-
-def train_cmd(run_dir, *overrides):
-    return [sys.executable, "-m", "minicl.train", *QUICK, f"hydra.run.dir={run_dir}", *overrides]
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
 
 
 def logged_steps(run_dir) -> int:
@@ -32,12 +28,12 @@ def logged_steps(run_dir) -> int:
 
 def test_sigkill_at_several_points_then_resume_is_bit_exact(tmp_path):
     overrides = ["trainer.steps=60", "trainer.checkpoint_every=1", "trainer.log_every=1"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    whole = subprocess.run(train_cmd(tmp_path / "whole", *overrides), env=env, capture_output=True, timeout=300)
+    env = ONE_THREAD
+    whole = subprocess.run(train_command(tmp_path / "whole", *overrides), env=env, capture_output=True, timeout=300)
     assert whole.returncode == 0, whole.stderr.decode()[-2000:]
     killed = tmp_path / "killed"
     for kill_at in (5, 23, 41):  # kill once the log shows this many steps: mid-step or mid-checkpoint
-        proc = subprocess.Popen(train_cmd(killed, *overrides), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(train_command(killed, *overrides), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 120
         while logged_steps(killed) < kill_at and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
@@ -45,13 +41,12 @@ def test_sigkill_at_several_points_then_resume_is_bit_exact(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert minicl.checkpoint.latest_checkpoint(killed)["step"] >= kill_at - 1
-    final = subprocess.run(train_cmd(killed, *overrides), env=env, capture_output=True, timeout=300)
+    final = subprocess.run(train_command(killed, *overrides), env=env, capture_output=True, timeout=300)
     assert final.returncode == 0, final.stderr.decode()[-2000:]
     a = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)["model"]
     b = torch.load(killed / "state.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from the uninterrupted run"
-    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 61))  # the log has each step once, none lost, none doubled
+    assert logged(killed) == list(range(1, 61))  # the log has each step once, none lost, none doubled
 
 
 def nan_after(monkeypatch, bad_step: int):
@@ -90,10 +85,18 @@ def test_full_disk_is_found_at_start(tiny_cfg, tmp_path, monkeypatch):
     assert not (tmp_path / "state.pt").exists()
 
 
-def test_unwritable_run_directory_is_found_at_start(tiny_cfg, tmp_path):
-    (tmp_path / "a_file").write_text("")
-    with pytest.raises(OSError):
-        train(tiny_cfg(), tmp_path / "a_file" / "run")
+def test_unwritable_run_directory_is_found_at_start(tiny_cfg, tmp_path, monkeypatch):
+    write_bytes = Path.write_bytes
+
+    def refused(path, data):  # as a read-only directory refuses every new file (root ignores chmod)
+        if path.parent == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", refused)
+    with pytest.raises(PermissionError, match=f"cannot write to the run directory {tmp_path}: Permission denied"):
+        train(tiny_cfg(), tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == []  # found before any step or log line
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tiny_cfg, tmp_path, monkeypatch):
@@ -114,21 +117,20 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tiny_cfg, tmp_path
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def test_torchrun_two_processes_match_one(tmp_path):
-    overrides = ["trainer.steps=50", "trainer.log_every=1", "trainer.checkpoint_every=25"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    one = subprocess.run(train_cmd(tmp_path / "one", *overrides), env=env, capture_output=True, timeout=300)
+@pytest.mark.parametrize("arch", ["transformer", "lstm", "mamba"])
+def test_torchrun_two_processes_match_one_and_resume(tmp_path, arch):
+    overrides = [f"model.arch={arch}", "trainer.log_every=1", "trainer.checkpoint_every=3"]
+    if arch != "transformer":  # the recurrent ones are slower per step: a narrower model
+        overrides += ["model.n_layer=1", "model.n_embd=16"]
+    one = subprocess.run(train_command(tmp_path / "one", *overrides), env=ONE_THREAD, capture_output=True, timeout=300)
     assert one.returncode == 0, one.stderr.decode()[-2000:]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "minicl.train", *QUICK, f"hydra.run.dir={tmp_path / 'two'}", *overrides]
-    two = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
+    two = subprocess.run(train_command(tmp_path / "two", *overrides, launcher=torchrun), env=ONE_THREAD,
+                         capture_output=True, timeout=300)
     assert two.returncode == 0, two.stderr.decode()[-3000:]
-
-    def losses(run):
-        return [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-
-    assert len(losses("two")) == 50
-    assert losses("two") == pytest.approx(losses("one"), abs=1e-4)
-    resumed = subprocess.run([*cmd[:-3], "trainer.steps=60", *overrides[1:]], env=env, capture_output=True, timeout=300)
+    assert logged(tmp_path / "two") == list(range(1, 7))
+    assert logged(tmp_path / "two", "loss") == pytest.approx(logged(tmp_path / "one", "loss"), abs=1e-4)
+    resumed = subprocess.run(train_command(tmp_path / "two", *overrides, "trainer.steps=9", launcher=torchrun),
+                             env=ONE_THREAD, capture_output=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
-    assert b"resuming" in resumed.stdout and len(losses("two")) == 60
+    assert b"resuming" in resumed.stdout and logged(tmp_path / "two") == list(range(1, 10))

@@ -9,22 +9,21 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from minicl.evaluate import CONF
-from minicl.train import RESUMABLE_CHANGES
-
-TINY = ["experiment=quick", "task.curriculum.points.start=11", "task.curriculum.points.end=11", "model.n_positions=11",
-        "trainer.steps=2", "trainer.eval_prompts=16", "trainer.progress=false"]
+from minicl.config import CONF
+from minicl.rundir import RESUMABLE_CHANGES
+from tests.helpers import TINY, assert_final_eval_is_the_models, logged
 
 
 def sweep(sweep_dir, *overrides):
-    cmd = [sys.executable, "-m", "minicl.train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    cmd = [sys.executable, "-m", "minicl.train", "-m", *TINY, "trainer.steps=2", "trainer.seed=0,1",
+           f"hydra.sweep.dir={sweep_dir}", *overrides]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(path for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
     assert [run.name.split("trainer.seed=")[1][0] for run in runs] == ["0", "1"]  # a directory per job, named by it
     for run in runs:
-        assert json.loads((run / "final_eval.json").read_text())["transformer"] > 0
-        assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()][-1] == 2
+        assert_final_eval_is_the_models(run)
+        assert logged(run) == [2]
     return runs, out.stdout
 
 

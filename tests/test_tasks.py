@@ -17,7 +17,7 @@ def sample(name, batch=8, n_points=16, n_dims=6, n_active=None, seed=0, **params
 
 
 def reference(name, task, p, xs):
-    """Slow per-prompt, per-point definitions from DESIGN.md."""
+    """Slow per-prompt, per-point definitions of the paper's function classes (docs/design.md)."""
     out = np.zeros(xs.shape[:2])
     for b in range(xs.shape[0]):
         for i in range(xs.shape[1]):
@@ -78,7 +78,7 @@ def test_decision_tree_split_coords_are_the_originals_or_the_active_ones():
     assert all(set(ys[b].tolist()) <= set(leaves_on_left[b].tolist()) for b in root_tests_zeroed.nonzero().flatten())
     _, p, _, _ = sample("decision_tree", batch=200, n_dims=10, n_active=3, split_dims="active")
     assert p["coords"].max() < 3
-    with pytest.raises(ValueError, match="split_dims must be 'all' or 'active', got 'some'"):
+    with pytest.raises(ValueError, match=r"split_dims must be one of \('all', 'active'\), got 'some'"):
         build_task("decision_tree", n_dims=4, split_dims="some")
 
 

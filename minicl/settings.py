@@ -1,0 +1,246 @@
+"""Evaluation settings: the prompts each one draws, one function per name (a registry, as the tasks).
+
+A setting moves one thing away from training (where the inputs lie, the query, the scale of x or
+w, label noise, ...). Fixed settings have a name (`standard`, `orthogonal_train_test`); families
+take a value after their name (`scale_x_2`, `noise_0.5`), and explore's sweeps draw a family at
+each swept value, so each distortion is written once. Everything is drawn from the evaluation
+streams of one seed (disjoint from training).
+"""
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+
+from minicl.tasks import Linear, PromptSampler, build_task, make_generators, registrar, sample_xs
+
+LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
+NOISY_TASKS = ("linear", "sparse_linear", "noisy_linear")  # those with a noisy_linear setting
+SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
+SCALES = ["0.333", "0.5", "2", "3"]
+
+
+@dataclass
+class Prompts:
+    xs: torch.Tensor  # (B, N, D) in-context inputs
+    ys: torch.Tensor  # (B, N) their labels
+    queries: torch.Tensor | None  # (B, N, D) the query for each position, None: xs itself
+    targets: torch.Tensor  # (B, N) the label of each query
+    task: Any  # the function class the prompts were drawn from
+    clean: torch.Tensor  # (B, N) the targets without label noise
+
+
+@dataclass
+class Draw:
+    """What a setting draws from: the run's task, the prompts' count and length, the streams."""
+
+    task: Any
+    n_prompts: int
+    n_points: int
+    gens: dict[str, torch.Generator]
+    noise_std: float = 1.0  # the run's task.noise_std, for the noisy_linear setting
+    num_tasks: int | None = None  # the run's pool of tasks, for pool_tasks
+    pool_seed: int = 0
+
+    def inputs(self, transform: torch.Tensor | None = None, n_active: int | None = None, n_points: int | None = None):
+        return sample_xs(self.gens["inputs"], self.n_prompts, n_points or self.n_points, self.task.n_dims, n_active,
+                         transform=transform)
+
+    def functions(self, task=None, n_active: int | None = None):
+        return (task or self.task).sample(self.gens["functions"], self.n_prompts, n_active or self.task.n_dims)
+
+    def labelled(self, params, xs: torch.Tensor, queries: torch.Tensor | None = None, task=None) -> Prompts:
+        task = task or self.task
+        ys = task.apply(params, xs, self.gens["noise"])
+        targets = ys if queries is None else task.apply(params, queries, self.gens["noise"])
+        return Prompts(xs, ys, queries, targets, task, targets)
+
+
+SETTINGS: dict[str, Callable[[Draw], Prompts]] = {}
+FAMILIES: dict[str, Callable[[Draw, float], Prompts]] = {}
+setting = registrar(SETTINGS)
+LEAST = {}  # family: the least value it takes, and whether that value itself is allowed
+
+
+def family(name: str, least: float, inclusive: bool = False):
+    LEAST[name] = (least, inclusive)
+    return registrar(FAMILIES)(name)
+
+
+def parse(name: str) -> tuple[Callable, float | None]:
+    """The setting's function and its family's value; ValueError for a name no function draws."""
+    if name in SETTINGS:
+        return SETTINGS[name], None
+    for prefix, (least, inclusive) in LEAST.items():
+        if name.startswith(prefix + "_"):
+            try:
+                value = float(name.removeprefix(prefix + "_"))
+            except ValueError:
+                value = math.nan
+            if value > least or (inclusive and value == least):
+                return FAMILIES[prefix], value
+            raise ValueError(f"evaluation setting {name!r} needs a value {'>=' if inclusive else '>'} {least:g}, "
+                             f"e.g. {prefix}_2")
+    raise ValueError(f"unknown evaluation setting {name!r}; known: {sorted(SETTINGS)}, "
+                     + ", ".join(f"{prefix}_<value>" for prefix in FAMILIES))
+
+
+def setting_prompts(name: str, task, n_prompts: int, n_points: int, seed: int, device="cpu",
+                    noise_std: float = 1.0, num_tasks: int | None = None, pool_seed: int = 0) -> Prompts:
+    """Prompts of one evaluation setting, seeded by `seed`. `noise_std` is the label noise of the
+    noisy_linear setting (the run's task.noise_std); pool_tasks draws functions from the pool of
+    `num_tasks` a run with seed `pool_seed` trained on."""
+    draw_fn, value = parse(name)
+    d = Draw(task, n_prompts, n_points, make_generators(seed, device, "eval"), noise_std, num_tasks, pool_seed)
+    return draw_fn(d) if value is None else draw_fn(d, value)
+
+
+def default_settings(task_name: str, pooled: bool = False) -> list[str]:
+    """The paper's settings for a task: every shift for the linear classes, standard for the others;
+    a run trained on a finite pool of tasks also gets pool_tasks (standard's tasks are fresh)."""
+    first = ["standard", "pool_tasks"] if pooled else ["standard"]
+    if task_name in LINEAR_TASKS:
+        noisy = ["noisy_linear"] if task_name in NOISY_TASKS else []
+        scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
+        return [*first, *SHIFTS, *scales, *noisy]
+    if task_name == "relu_2nn":
+        return [*first, "linear"]
+    return first
+
+
+# ---------------------------------------------------------------- the distortions
+
+
+def random_rotation(d: int, gen: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, device=gen.device))
+    return q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal matrix
+
+
+def covariance_transform(eigenvalues: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """S = U diag(lam) U^T for a random rotation U, scaled so that E||z S||^2 = ||S||_F^2 = d."""
+    d = eigenvalues.numel()
+    u = random_rotation(d, gen)
+    s = u @ torch.diag(eigenvalues.to(u)) @ u.T
+    return s * math.sqrt(d) / torch.linalg.matrix_norm(s)
+
+
+def skewed_eigenvalues(d: int, condition: float) -> torch.Tensor:
+    """Eigenvalues of S (covariance S^2) spaced geometrically so that cond(S^2) = condition."""
+    return condition ** (-0.5 * torch.arange(d) / max(d - 1, 1))
+
+
+def orthogonal_queries(xs: torch.Tensor) -> torch.Tensor:
+    """Query i: the part of x_i orthogonal to x_0..x_{i-1}, rescaled to the norm of x_i (needs N <= D)."""
+    q, r = torch.linalg.qr(xs.transpose(1, 2))  # columns of q: Gram-Schmidt of x_0, x_1, ...
+    direction = (q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)).transpose(1, 2)
+    return direction * xs.norm(dim=-1, keepdim=True)
+
+
+def covariance(d: Draw, eigenvalues: torch.Tensor) -> Prompts:
+    params = d.functions()
+    return d.labelled(params, d.inputs(covariance_transform(eigenvalues, d.gens["inputs"])))
+
+
+@setting("standard")
+def standard(d: Draw) -> Prompts:
+    params = d.functions()
+    return d.labelled(params, d.inputs())
+
+
+@setting("pool_tasks")
+def pool_tasks(d: Draw) -> Prompts:
+    if not d.num_tasks:
+        raise ValueError("the pool_tasks setting needs a run trained on a finite pool of tasks (task.num_tasks)")
+    sampler = PromptSampler(d.task, d.n_points, d.gens, num_tasks=d.num_tasks, pool_seed=d.pool_seed)
+    xs, ys = sampler.sample(d.n_prompts)
+    return Prompts(xs, ys, None, ys, d.task, ys)
+
+
+@setting("linear")
+def linear(d: Draw) -> Prompts:
+    task = build_task("linear", n_dims=d.task.n_dims)
+    return d.labelled(d.functions(task), d.inputs(), task=task)
+
+
+@setting("random_quadrants")
+def random_quadrants(d: Draw) -> Prompts:
+    params, xs = d.functions(), d.inputs()
+    orthant = torch.sign(torch.randn(d.n_prompts, 1, d.task.n_dims, generator=d.gens["inputs"], device=xs.device))
+    return d.labelled(params, xs.abs() * orthant, d.inputs())
+
+
+@setting("orthogonal_train_test")
+def orthogonal_train_test(d: Draw) -> Prompts:
+    params, xs = d.functions(), d.inputs(n_points=min(d.n_points, d.task.n_dims))
+    return d.labelled(params, xs, orthogonal_queries(xs))
+
+
+@setting("overlapping_train_test")
+def overlapping_train_test(d: Draw) -> Prompts:
+    params, xs = d.functions(), d.inputs()
+    n = xs.shape[1]
+    earlier = (torch.rand(d.n_prompts, n, generator=d.gens["inputs"], device=xs.device) * torch.arange(n, device=xs.device)).long()
+    queries = xs.gather(1, earlier.unsqueeze(-1).expand(-1, -1, xs.shape[2]))  # query i = x_j, j < i (x_0 at i = 0)
+    return d.labelled(params, xs, queries)
+
+
+@setting("half_subspace")
+def half_subspace(d: Draw) -> Prompts:
+    return covariance(d, (torch.arange(d.task.n_dims) < d.task.n_dims // 2).float())
+
+
+@setting("skewed")
+def skewed(d: Draw) -> Prompts:
+    return covariance(d, 1.0 / torch.arange(1, d.task.n_dims + 1))
+
+
+@setting("noisy_linear")
+def noisy_linear(d: Draw) -> Prompts:
+    """The original's noisy setting: the task's noiseless labels (sparse w stays sparse) plus
+    N(0, noise_std^2), rescaled by sqrt(normaliser) / std(labels) over all prompts so that their
+    variance is the signal's again (sqrt(d) / std for linear, as the original; sqrt(s) for sparse)."""
+    if d.task.name not in NOISY_TASKS:
+        raise ValueError(f"the noisy_linear setting needs one of the tasks {NOISY_TASKS}, not {d.task.name!r}")
+    params, xs = d.functions(), d.inputs()
+    ys = Linear.apply(d.task, params, xs)  # noisy_linear's own apply would add its noise a second time
+    ys = ys + d.noise_std * torch.randn(ys.shape, generator=d.gens["noise"], device=ys.device)
+    ys = ys * math.sqrt(d.task.normaliser) / ys.std()
+    return Prompts(xs, ys, None, ys, d.task, ys)
+
+
+@family("scale_x", 0)
+def scale_x(d: Draw, factor: float) -> Prompts:
+    params = d.functions()
+    return d.labelled(params, d.inputs(factor * torch.eye(d.task.n_dims, device=d.gens["inputs"].device)))
+
+
+@family("scale_y", 0)
+def scale_y(d: Draw, factor: float) -> Prompts:
+    """w (and so y) scaled by `factor`."""
+    task = replace(d.task, w_scale=d.task.w_scale * factor)
+    return d.labelled(d.functions(task), d.inputs(), task=task)
+
+
+@family("skew", 1, inclusive=True)
+def skew(d: Draw, condition: float) -> Prompts:
+    """Inputs whose covariance has this condition number (eigenvalues spaced geometrically)."""
+    return covariance(d, skewed_eigenvalues(d.task.n_dims, condition))
+
+
+@family("noise", 0, inclusive=True)
+def noise(d: Draw, std: float) -> Prompts:
+    """Labels with N(0, std^2) noise; `clean` keeps them without it."""
+    p = standard(d)
+    noisy = p.ys + std * torch.randn(p.ys.shape, generator=d.gens["noise"], device=p.ys.device)
+    return Prompts(p.xs, noisy, None, noisy, p.task, p.ys)
+
+
+@family("dims", 1, inclusive=True)
+def dims(d: Draw, n_active: float) -> Prompts:
+    """Only the first n_active coordinates of x nonzero, as early in the dims curriculum."""
+    n_active = int(n_active)
+    if n_active > d.task.n_dims:
+        raise ValueError(f"the dims setting takes at most the task's {d.task.n_dims} dims, got {n_active}")
+    params = d.functions(n_active=n_active)
+    return d.labelled(params, d.inputs(n_active=n_active))
