@@ -1,7 +1,9 @@
 """A run's checkpoints (written atomically, read back with a clear error) and `load_model`,
-for minicl's run directories and, through convert.py, the original code's. Imports torch only.
+for minicl's run directories, the models shipped in the package (`pretrained:<name>`) and,
+through convert.py, the original code's. Imports torch only.
 """
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -13,6 +15,38 @@ from minicl.convert import read_original_run
 from minicl.model import ModelConfig, PromptModel, build_model
 
 PREVIOUS = "state.prev.pt"  # the checkpoint before the latest, STATE
+SHIPPED = Path(__file__).resolve().parent / "shipped"  # the trained models that come with the package
+PRETRAINED = "pretrained:"  # `run=pretrained:<name>` names a shipped model
+
+
+def shipped_names() -> list[str]:
+    return sorted(path.stem for path in SHIPPED.glob("*.pt"))
+
+
+def shipped_path(run: str | os.PathLike) -> Path | None:
+    """The file of a shipped model named `pretrained:<name>`, None for any other path."""
+    if not str(run).startswith(PRETRAINED):
+        return None
+    name = str(run).removeprefix(PRETRAINED)
+    path = SHIPPED / f"{name}.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped model {name!r}; shipped: {shipped_names()}")
+    return path
+
+
+def shipped_info(name: str) -> dict:
+    """What a shipped model records: its config, the command, commit and machine that trained it,
+    its errors on the standard setting with their bands (minicl.pretrained)."""
+    path = shipped_path(PRETRAINED + name).with_suffix(".json")
+    return json.loads(path.read_text())
+
+
+def output_dir(run: str | os.PathLike) -> Path:
+    """Where the commands write what they find about a run: its own directory, or for a shipped
+    model (inside the installed package) runs/pretrained/<name> below the working directory."""
+    if shipped_path(run) is not None:
+        return Path("runs") / "pretrained" / str(run).removeprefix(PRETRAINED)
+    return Path(run)
 
 
 def save_checkpoint(state: dict, run_dir: Path) -> None:
@@ -67,8 +101,9 @@ def latest_checkpoint(run_dir: Path) -> dict | None:
 
 def read_run(path: str | os.PathLike) -> dict:
     """The checkpoint (model, model_config, config, step) of a minicl run directory, of an original
-    run directory of the paper's code (config.yaml + state.pt or model_<step>.pt), or of a file."""
-    path = Path(path)
+    run directory of the paper's code (config.yaml + state.pt or model_<step>.pt), of a file, or of
+    a shipped model (`pretrained:<name>`)."""
+    path = shipped_path(path) or Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no run directory or checkpoint at {path}")
     if path.is_file():
@@ -92,6 +127,6 @@ def model_from_state(state: dict) -> PromptModel:
 
 
 def load_model(path: str | os.PathLike) -> PromptModel:
-    """The trained model of a run directory (minicl's or the original code's) or of a
-    checkpoint file, in eval mode on CPU."""
+    """The trained model of a run directory (minicl's or the original code's), of a checkpoint
+    file, or shipped with minicl (`pretrained:<name>`, minicl.pretrained.names()), in eval mode on CPU."""
     return model_from_state(read_run(path))

@@ -20,7 +20,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from minicl.model import ModelConfig
 from minicl.tasks import TASKS, build_task
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+# Hydra's configs: minicl/conf in an installed wheel, conf/ beside the package in a source checkout
+CONF = next(path for path in (Path(__file__).resolve().parent / "conf", Path(__file__).resolve().parents[1] / "conf")
+            if path.is_dir())
 
 
 @dataclass
@@ -144,6 +146,7 @@ class ReproduceSchema:
     n_prompts: int = 1280
     device: str = "auto"
     overrides: list[str] = field(default_factory=list)  # training overrides for every claim run
+    source: Literal["train", "pretrained"] = "train"  # pretrained: judge the shipped claim models, training nothing
 
 
 class Choice(str, Enum):

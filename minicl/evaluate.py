@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
-from minicl.checkpoint import model_from_state, read_run
+from minicl.checkpoint import model_from_state, output_dir, read_run
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.model import MODELS
@@ -163,10 +163,10 @@ def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
 
 
 def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto",
-                 baselines_task: str | None = None, **kwargs) -> dict:
-    """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/.
+                 baselines_task: str | None = None, out_dir: str | Path | None = None, **kwargs) -> dict:
+    """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/
+    (a shipped model, `pretrained:<name>`: into checkpoint.output_dir's), or into `out_dir`.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
-    run_dir = Path(run_dir)
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
     device = resolve_device(device)
@@ -178,7 +178,7 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
     pool_seed = state["config"]["trainer"]["seed"]  # the pool a run trains on is drawn from its seed
     predictors |= pool_baselines(task_cfg, pool_seed)
     kwargs.setdefault("seed", pool_seed)
-    metrics = evaluate(task_cfg, predictors, run_dir, device=device, pool_seed=pool_seed, **kwargs)
+    metrics = evaluate(task_cfg, predictors, out_dir or output_dir(run_dir), device=device, pool_seed=pool_seed, **kwargs)
     print(format_table(metrics))
     return metrics
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from minicl.checkpoint import model_from_state, read_run
+from minicl.checkpoint import model_from_state, output_dir, read_run
 from minicl.common import predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, load_baselines, summarise
@@ -99,7 +99,7 @@ def run_sweep(
     out = {"sweep": sweep, "k": min(2 * task.n_dims if k is None else k, n_points - 1), "task": task.name,
            "n_points": n_points, "train_points": train_points, "arch": model.config.arch,
            "pos_emb": None if model.config.recurrent else model.config.pos_emb, "n_prompts": n_prompts, "results": results}
-    out_dir = Path(out_dir or Path(run_dir) / "explore")
+    out_dir = Path(out_dir or output_dir(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{sweep}.json", out)
     plot_sweep(out, out_dir)
@@ -159,6 +159,7 @@ def plot_curves(sweep: str, shown: list[dict], out_dir: Path) -> None:
 
 
 register_schemas()
+OmegaConf.register_new_resolver("output_dir", lambda run: str(output_dir(run)), replace=True)  # conf/explore.yaml
 
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="explore")

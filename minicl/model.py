@@ -199,6 +199,15 @@ class PromptModel(nn.Module):
         with torch.autocast(device_type=h.device.type, enabled=False):  # read-out in fp32 for the loss
             return self.read_out(h.to(self.read_out.weight.dtype)).squeeze(-1)
 
+    def after_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B, M) predictions for queries (B, M, D), each from all N pairs of the prompt: here one
+        prompt per query (the transformer reads the prompt once for all of them)."""
+        B, N, D = xs.shape
+        M = queries.shape[1]
+        prompts = torch.cat((xs.repeat_interleave(M, 0), queries.reshape(B * M, 1, D)), dim=1)  # (B M, N + 1, D)
+        labels = torch.cat((ys.repeat_interleave(M, 0), ys.new_zeros(B * M, 1)), dim=1)
+        return self(prompts, labels)[:, -1].view(B, M)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -243,14 +252,32 @@ class Transformer(PromptModel):
         N = xs.shape[1]
         h = self.tokens(xs, ys)  # (B, T, C)
         positions = torch.arange(2 * N, device=xs.device)
-        mask = None
-        if queries is not None:
-            # query i sits at x_i's position, sees the tokens before x_i and itself, and nothing sees it
-            h = torch.cat((h, self.read_in(queries)), dim=1)  # (B, 3N, C)
-            positions = torch.cat((positions, positions[::2]))
-            mask = torch.ones(3 * N, 3 * N, dtype=torch.bool, device=xs.device).tril()
-            mask[2 * N :] = positions[None, :] < positions[2 * N :, None]
-            mask[2 * N :, 2 * N :] = torch.eye(N, dtype=torch.bool, device=xs.device)
+        if queries is None:  # only x tokens predict, so the last block computes nothing else
+            return self.predict_at(h, positions, None, keep=slice(0, None, 2))
+        # query i sits at x_i's position, sees the tokens before x_i and itself, and nothing sees it
+        h = torch.cat((h, self.read_in(queries)), dim=1)  # (B, 3N, C)
+        positions = torch.cat((positions, positions[::2]))
+        mask = torch.ones(3 * N, 3 * N, dtype=torch.bool, device=xs.device).tril()
+        mask[2 * N :] = positions[None, :] < positions[2 * N :, None]
+        mask[2 * N :, 2 * N :] = torch.eye(N, dtype=torch.bool, device=xs.device)
+        return self.predict_at(h, positions, mask, keep=slice(2 * N, None))
+
+    def after_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B, M) predictions for queries (B, M, D), each from all N pairs of the prompt, in one pass:
+        every query sits at the position after the prompt, sees the prompt and itself, and nothing sees it."""
+        N, M = xs.shape[1], queries.shape[1]
+        check_prompt(xs, ys, None, self.config)
+        if self.config.max_points is not None and N + 1 > self.config.max_points:
+            raise ValueError(f"a prompt of {N} pairs leaves no position for its queries (n_positions={self.config.n_positions})")
+        h = torch.cat((self.tokens(xs, ys), self.read_in(queries)), dim=1)  # (B, 2N + M, C)
+        positions = torch.cat((torch.arange(2 * N, device=xs.device), torch.full((M,), 2 * N, device=xs.device)))
+        mask = torch.ones(2 * N + M, 2 * N + M, dtype=torch.bool, device=xs.device).tril()
+        mask[2 * N :, 2 * N :] = torch.eye(M, dtype=torch.bool, device=xs.device)
+        return self.predict_at(h, positions, mask, keep=slice(2 * N, None))
+
+    def predict_at(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, keep: slice) -> torch.Tensor:
+        """Tokens h (B, T, C) at `positions` through the blocks (causal, or `mask` (T, T): who sees whom);
+        the predictions at the tokens `keep`."""
         rope = None
         if self.config.pos_emb == "learned":
             h = h + self.wpe(positions)
@@ -259,11 +286,9 @@ class Transformer(PromptModel):
         h = self.drop(h)
         for block in self.h[:-1]:
             h = block(h, rope, mask)
-        # only x (or query) tokens predict, so the last block computes nothing else
         if mask is None:
-            mask = torch.ones(2 * N, 2 * N, dtype=torch.bool, device=xs.device).tril()
-        h = self.h[-1](h, rope, mask, keep=slice(2 * N, None) if queries is not None else slice(0, None, 2))
-        return self.read(h)
+            mask = torch.ones(len(positions), len(positions), dtype=torch.bool, device=h.device).tril()
+        return self.read(self.h[-1](h, rope, mask, keep=keep))
 
 
 def lstm_width(n_embd: int) -> int:

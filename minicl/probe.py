@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from minicl.baselines import LeastSquares, Ridge
-from minicl.checkpoint import model_from_state, read_run
+from minicl.checkpoint import model_from_state, output_dir, read_run
 from minicl.common import pyplot, save_figure, standard_prompts, write_json
 from minicl.config import task_from_config
 
@@ -68,7 +68,7 @@ def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch
         "k": min(2 * task.n_dims, n_points - 1), "n_prompts": n_prompts, "ridge_lam": ridge_lam,
         **against_solvers(weights, xs, ys, ridge_lam),
     }
-    out = Path(run_dir) / "explore"
+    out = output_dir(run_dir) / "explore"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probe.json", report)
     plot_probe(report, out / "probe.png")

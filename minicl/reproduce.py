@@ -1,4 +1,4 @@
-"""Does it reproduce? `python -m minicl.reproduce [claims=[linear,...]] [scale=cpu|paper]`.
+"""Does it reproduce? `python -m minicl.reproduce [claims=[linear,...]] [scale=cpu|paper] [source=train|pretrained]`.
 
 The paper's four headline claims, each a run, a comparison and a verdict:
 trains each claim's run that is missing (a finished run in its directory is reused, an
@@ -7,7 +7,8 @@ baselines (bootstrap bands), reads the transformer's error at the criteria's k f
 snapshots (how far training got, and when), and writes OUT/<scale>/claims.json, one figure per
 claim, a combined one and training.png, and prints the verdict table. `scale=cpu` runs
 `experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the task's defaults (standard
-model, 500k steps), meant for a GPU.
+model, 500k steps), meant for a GPU. `source=pretrained` trains nothing: it judges the claim
+models shipped with minicl (minicl.pretrained), the CPU-size runs, in about a minute.
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
 at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
@@ -28,7 +29,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from minicl.checkpoint import latest_checkpoint, model_from_state, read_checkpoint
+from minicl.checkpoint import PRETRAINED, latest_checkpoint, model_from_state, read_checkpoint, shipped_info
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, check_config, plain, register_schemas, task_from_config
 from minicl.evaluate import draw_setting, evaluate_run
@@ -97,6 +98,7 @@ CLAIMS = {
     ),
 }
 SCALES = ("cpu", "paper")
+SOURCES = ("train", "pretrained")
 
 
 def verdict(name: str, metrics: dict) -> dict:
@@ -169,6 +171,12 @@ def trained_and_evaluated(overrides: list[str], cfg: DictConfig, run_dir: Path, 
         if diffs:
             raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
                              "move it away or pass another out=")
+    return evaluated(run_dir, n_prompts, device)
+
+
+def evaluated(run_dir: Path, n_prompts: int, device: str) -> dict:
+    """The run's metrics on the standard setting: its metrics.json if newer than its checkpoint
+    and of `n_prompts` prompts, else a fresh evaluation."""
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and metrics_path.stat().st_mtime > (run_dir / "state.pt").stat().st_mtime:
         metrics = json.loads(metrics_path.read_text())
@@ -200,26 +208,43 @@ def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> 
 
 
 def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
-              device: str = "auto", overrides: list[str] = ()) -> list[dict]:
-    """Run, evaluate and judge each claim; writes OUT/<scale>/claims.json and figures, prints the table."""
-    out = Path(out) / scale
+              device: str = "auto", overrides: list[str] = (), source: str = "train") -> list[dict]:
+    """Run, evaluate and judge each claim; writes OUT/<scale>/claims.json and figures, prints the table.
+    source="pretrained" judges the shipped claim models instead, with no training (OUT/pretrained/)."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    if source == "pretrained" and scale != "cpu":
+        raise ValueError(f"source=pretrained judges the CPU-size claim models shipped with minicl; scale={scale} has none")
+    out = Path(out) / (scale if source == "train" else "pretrained")
     configs = {name: claim_config(name, scale, list(overrides)) for name in claims}  # every config checked first
     results, panels = [], {}
     for name, cfg in configs.items():
         print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
         started = time.perf_counter()
-        metrics = trained_and_evaluated(claim_overrides(name, scale, list(overrides)), cfg, out / name, n_prompts, device)
-        result = verdict(name, metrics)
-        result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
-                   "curve": training_curve(out / name, result["ks"], metrics, device),
-                   "total_seconds": time.perf_counter() - started}
-        results.append(result)
+        if source == "train":
+            metrics = trained_and_evaluated(claim_overrides(name, scale, list(overrides)), cfg, out / name, n_prompts, device)
+            result = verdict(name, metrics)
+            result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
+                       "curve": training_curve(out / name, result["ks"], metrics, device)}
+        else:
+            metrics, result = shipped_verdict(name, out / name, n_prompts, device)
+        results.append(result | {"total_seconds": time.perf_counter() - started})
         panels[name] = metrics["settings"]["standard"]
         write_json(out / "claims.json", results)  # after each claim: nothing lost
     plot_claims(panels, out)
     plot_curves(results, out)
     print(format_verdicts(results))
     return results
+
+
+def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[dict, dict]:
+    """The shipped claim model (pretrained:<name>) evaluated into `out`, judged, with its recorded
+    training time and curve."""
+    shipped = shipped_info(name)
+    metrics = evaluate_run(PRETRAINED + name, device=device, settings=["standard"], n_prompts=n_prompts, out_dir=out)
+    result = verdict(name, metrics)
+    curve = {"steps": shipped["curve"]["steps"], "errors": {str(k): shipped["curve"]["errors"][str(k)] for k in result["ks"]}}
+    return metrics, result | {"run": PRETRAINED + name, "train_seconds": shipped["train_seconds"], "curve": curve}
 
 
 # ---------------------------------------------------------------- table and figures
@@ -289,7 +314,7 @@ register_schemas()
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="reproduce")
 def main(cfg: DictConfig) -> None:
-    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides))
+    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides), cfg.source)
 
 
 if __name__ == "__main__":

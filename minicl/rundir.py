@@ -5,7 +5,11 @@ config changes a resume accepts, how configs saved by older versions read today,
 
 import errno
 import json
+import platform
 import shutil
+import subprocess
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,12 +17,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from minicl.checkpoint import latest_checkpoint, save_checkpoint
-from minicl.common import bf16_is_fast
+from minicl.common import bf16_is_fast, write_json
 from minicl.config import LoggerSchema, ModelSchema, TaskSchema, TrainerSchema, plain, structured
 from minicl.model import ModelConfig
 from minicl.tasks import PromptSampler
 
 LOG = "metrics.jsonl"
+PROVENANCE = "provenance.json"  # what started the run: command, commit, machine
 
 # Settings that may change between a run and its resume without changing its results.
 RESUMABLE_CHANGES = {
@@ -153,3 +158,35 @@ def training_seconds(run_dir: Path) -> float:
         seconds += (record["step"] - last) / record["steps_per_s"]
         last = record["step"]
     return seconds
+
+
+def git_commit() -> str | None:
+    """The commit of minicl's source checkout (marked -dirty with uncommitted changes), None when installed."""
+    def git(*args):
+        out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args], capture_output=True, text=True)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return commit and commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> dict:
+    """The CPU and its kernels (results differ between AVX2 and AVX-512 kernels), torch's version, CUDA's card."""
+    info = Path("/proc/cpuinfo")
+    lines = (line.split(":", 1) for line in (info.read_text() if info.exists() else "").splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in lines}
+    return {"cpu": fields.get("model name", platform.machine()), "kernels": torch.backends.cpu.get_cpu_capability(),
+            "avx512_bf16": "avx512_bf16" in fields.get("flags", "").split(), "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_provenance(run_dir: Path) -> None:
+    """run_dir/provenance.json, once, when a run starts."""
+    command = "python -m minicl.train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else None
+    write_json(Path(run_dir) / PROVENANCE, {"command": command, "commit": git_commit(), "machine": machine(),
+                                            "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def read_provenance(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / PROVENANCE
+    return json.loads(path.read_text()) if path.exists() else None

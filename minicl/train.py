@@ -237,6 +237,8 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
 def resume(run: Run) -> None:
     """Continue from the run directory's newest intact checkpoint, if any."""
     run.step = rundir.restore(run.run_dir, run.cfg, run.model, run.opt, run.sampler)
+    if not run.step and run.writes:
+        rundir.write_provenance(run.run_dir)
     if run.step and run.writes:
         rundir.truncate_log(run.run_dir, run.step)
         print(f"resuming {run.run_dir} from step {run.step}")

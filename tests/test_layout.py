@@ -18,6 +18,7 @@ LAYERS = [
     {"minicl", "train"},
     {"probe"},
     {"explore", "reproduce", "compare"},
+    {"pretrained"},
 ]
 
 

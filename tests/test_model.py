@@ -137,6 +137,20 @@ def test_queries_in_one_pass_equal_one_pass_per_swapped_query(pos_emb, arch):
     torch.testing.assert_close(model(xs, ys, queries=xs), model(xs, ys), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("pos_emb, arch", [("learned", "transformer"), ("rope", "transformer"), ("learned", "linear_attention"),
+                                           ("none", "lstm")])
+def test_after_prompt_predicts_every_query_from_the_whole_prompt(pos_emb, arch):
+    model = make(pos_emb, arch=arch)
+    xs, ys, qs = torch.randn(2, 6, 4), torch.randn(2, 6), torch.randn(2, 9, 4)
+    together = model.after_prompt(xs, ys, qs)
+    for j in range(9):  # one prompt per query: the pairs, then the query
+        alone = model(torch.cat((xs, qs[:, j : j + 1]), 1), torch.cat((ys, torch.zeros(2, 1)), 1))[:, -1]
+        torch.testing.assert_close(together[:, j], alone, rtol=1e-5, atol=1e-5)
+    if model.config.max_points is not None:  # learned positions: the queries need the one after the prompt
+        with pytest.raises(ValueError, match="leaves no position for its queries"):
+            make(pos_emb, arch=arch, n_positions=6).after_prompt(xs, ys, qs)
+
+
 def test_cpu_bf16_autocast_attends_in_fp32(monkeypatch):
     """Under CPU autocast the projections run in bf16 but attention in fp32 (CPU bf16 attention is slow)."""
     from minicl.model import CausalSelfAttention

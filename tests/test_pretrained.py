@@ -1,0 +1,111 @@
+"""The models shipped with minicl: each loads offline, re-evaluates to its recorded errors, and
+runs through every command that takes run=; the wheel carries them with the configs."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+import minicl
+from minicl import pretrained
+from minicl.checkpoint import SHIPPED
+from minicl.common import pointwise_metric, predict_in_batches
+from minicl.config import CONF, task_from_config
+from minicl.evaluate import evaluate_run
+from minicl.explore import run_sweep
+from minicl.probe import probe_run
+from minicl.reproduce import CLAIMS, reproduce
+from minicl.settings import setting_prompts
+from minicl.train import train
+from tests.helpers import logged, tiny
+
+NAMES = ["decision_tree", "linear", "linear_d20", "quick", "relu_2nn", "sparse_linear"]
+
+
+def test_the_six_models_are_shipped_with_their_records():
+    assert pretrained.names() == NAMES
+    for name in NAMES:
+        assert (SHIPPED / f"{name}.pt").stat().st_size < 2**20  # fp32, at most 1 MB
+        info = pretrained.info(name)
+        assert info["command"].startswith("python -m minicl.") and info["commit"] and info["machine"]["cpu"]
+        assert info["steps"] == info["config"]["trainer"]["steps"] and info["train_seconds"] > 0
+    assert minicl.load_model("pretrained:linear").config == pretrained.load("linear").config
+    with pytest.raises(FileNotFoundError, match="no shipped model 'cubic'; shipped: \\['decision_tree'"):
+        minicl.load_model("pretrained:cubic")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_shipped_model_reevaluates_within_its_recorded_bands(name):
+    """Fresh prompts (another seed): the error at k = d/2, d, 2d within the recorded 5-95% band's width."""
+    info, model = pretrained.info(name), pretrained.load(name)
+    task = task_from_config(info["config"]["task"])
+    p = setting_prompts("standard", task, info["evaluation"]["n_prompts"], info["n_points"], info["evaluation"]["seed"] + 1000)
+    fresh = pointwise_metric(task, predict_in_batches(model, p.xs, p.ys), p.targets).mean(0)
+    recorded = info["evaluation"]["models"][model.config.arch]
+    for k in sorted({min(k, info["n_points"] - 1) for k in (max(1, task.n_dims // 2), task.n_dims, 2 * task.n_dims)}):
+        width = recorded["hi"][k] - recorded["lo"][k]
+        assert abs(fresh[k].item() - recorded["mean"][k]) <= width, (k, fresh[k].item(), recorded["mean"][k], width)
+
+
+def test_every_command_takes_a_shipped_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a shipped model's results go to runs/pretrained/<name> below the working directory
+    metrics = evaluate_run("pretrained:quick", settings=["standard"], n_prompts=32, progress=False, device="cpu")
+    assert "transformer" in metrics["settings"]["standard"]["models"]
+    assert (tmp_path / "runs" / "pretrained" / "quick" / "metrics.json").exists()
+    run_sweep("pretrained:quick", "x_scale", values=[1.0, 2.0], n_prompts=16)
+    probe_run("pretrained:quick", n_prompts=16)
+    assert {p.name for p in (tmp_path / "runs" / "pretrained" / "quick" / "explore").iterdir()} >= {"x_scale.json", "probe.json"}
+    out = subprocess.run([sys.executable, "-m", "minicl.explore", "run=pretrained:quick", "sweep=dims", "n_prompts=16"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert not list(tmp_path.glob("pretrained:*"))
+
+
+def test_reproduce_judges_the_shipped_claims_without_training(tmp_path):
+    results = reproduce(["linear", "relu_2nn"], out=tmp_path, n_prompts=64, device="cpu", source="pretrained")
+    for r in results:
+        shipped = pretrained.info(r["claim"])
+        assert r["run"] == f"pretrained:{r['claim']}" and r["train_seconds"] == shipped["train_seconds"]
+        assert r["curve"]["steps"] == shipped["curve"]["steps"] and r["curve"]["steps"]
+    assert not list(tmp_path.rglob("state.pt")) and (tmp_path / "pretrained" / "claims.png").exists()
+    with pytest.raises(ValueError, match="source must be one of"):
+        reproduce(["linear"], out=tmp_path, source="cache")
+
+
+def test_ship_writes_a_runs_model_and_its_record(tmp_path):
+    train(tiny(), tmp_path / "run")
+    record = pretrained.ship("mine", tmp_path / "run", n_prompts=32, to=tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert record["evaluation"]["models"] == metrics["settings"]["standard"]["models"]
+    assert record["curve"]["steps"] == [] and record["steps"] == 6 == logged(tmp_path / "run")[-1]
+    assert minicl.load_model(tmp_path / "mine.pt").config == minicl.load_model(tmp_path / "run").config
+    with pytest.raises(ValueError, match="no finished run to ship"):
+        pretrained.ship("mine", tmp_path / "nothing", to=tmp_path)
+
+
+def test_the_wheel_carries_configs_and_models_and_runs_from_an_empty_directory(tmp_path):
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                            str(tmp_path / "dist"), str(CONF.parent)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("minicl-*.whl")
+    held = set(zipfile.ZipFile(wheel).namelist())
+    assert {f"minicl/conf/{p.relative_to(CONF)}" for p in CONF.rglob("*.yaml")} <= held
+    assert {f"minicl/shipped/{name}.{ext}" for name in NAMES for ext in ("pt", "json")} <= held
+    site = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site))
+    for command in (["-c", "import minicl; print(minicl.__file__)"],
+                    ["-m", "minicl.train", "task=linear", "experiment=quick", "trainer.steps=3", "trainer.eval_prompts=16"],
+                    ["-m", "minicl.evaluate", "run=pretrained:linear", "settings=[standard]", "n_prompts=32"]):
+        out = subprocess.run([sys.executable, *command], cwd=empty, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        if command[0] == "-c":
+            assert out.stdout.startswith(str(site))  # the wheel's minicl, not the checkout's
+    assert list(empty.glob("runs/linear/*/state.pt")) and (empty / "runs" / "pretrained" / "linear" / "metrics.json").exists()
