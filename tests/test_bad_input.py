@@ -95,7 +95,7 @@ def test_bad_input(case, compose_cfg, tmp_path):
         act(compose_cfg, tmp_path)
     if error is ConfigCompositionException:  # Hydra prints the cause: the value and what is allowed
         assert raised.value.__cause__ is not None and match.split("=")[-1] in str(raised.value.__cause__)
-    leftovers = {p.name for p in tmp_path.rglob("*")} - {"run", "state.pt", "state.prev.pt", "final_eval.json", "thing"}
+    leftovers = {p.name for p in tmp_path.rglob("*")} - {"run", "state.pt", "state.prev.pt", "final_eval.json", "provenance.json", "thing"}
     assert not leftovers, f"{case} left {leftovers}"
     if case != "resume with another config":
         assert not (tmp_path / "run").exists()

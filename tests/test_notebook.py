@@ -15,7 +15,7 @@ def figures(nb) -> int:
 
 
 def test_the_committed_notebook_shows_its_figures():
-    assert figures(nbformat.read(NOTEBOOK, as_version=4)) >= 6
+    assert figures(nbformat.read(NOTEBOOK, as_version=4)) >= 5
 
 
 def test_the_playground_runs_in_under_three_minutes(tmp_path):
@@ -26,5 +26,5 @@ def test_the_playground_runs_in_under_three_minutes(tmp_path):
     start = time.perf_counter()
     NotebookClient(nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert time.perf_counter() - start < 180
-    assert figures(nb) >= 6 and not [out for cell in nb.cells if cell.cell_type == "code"
+    assert figures(nb) >= 5 and not [out for cell in nb.cells if cell.cell_type == "code"
                                       for out in cell.outputs if out.output_type == "error"]

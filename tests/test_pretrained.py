@@ -39,7 +39,9 @@ def test_the_six_models_are_shipped_with_their_records():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_each_shipped_model_reevaluates_within_its_recorded_bands(name):
-    """Fresh prompts (another seed): the error at k = d/2, d, 2d within the recorded 5-95% band's width."""
+    """Fresh prompts (another seed): the error at k = d/2, d, 2d as recorded, within sampling error. A
+    5-95% band is 3.29 sigma of a mean wide; two independent means differ by N(0, 2 sigma^2), so
+    sqrt(2) widths is 4.65 of their sigma (a false failure once in 3e5 checks)."""
     info, model = pretrained.info(name), pretrained.load(name)
     task = task_from_config(info["config"]["task"])
     p = setting_prompts("standard", task, info["evaluation"]["n_prompts"], info["n_points"], info["evaluation"]["seed"] + 1000)
@@ -47,7 +49,7 @@ def test_each_shipped_model_reevaluates_within_its_recorded_bands(name):
     recorded = info["evaluation"]["models"][model.config.arch]
     for k in sorted({min(k, info["n_points"] - 1) for k in (max(1, task.n_dims // 2), task.n_dims, 2 * task.n_dims)}):
         width = recorded["hi"][k] - recorded["lo"][k]
-        assert abs(fresh[k].item() - recorded["mean"][k]) <= width, (k, fresh[k].item(), recorded["mean"][k], width)
+        assert abs(fresh[k].item() - recorded["mean"][k]) <= 2**0.5 * width, (k, fresh[k].item(), recorded["mean"][k], width)
 
 
 def test_every_command_takes_a_shipped_model(tmp_path, monkeypatch):
