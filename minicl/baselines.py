@@ -181,6 +181,65 @@ class DMMSE:
         return torch.cat(out).to(xs.dtype)
 
 
+NOISELESS_FLOOR = 1e-5  # bayes_sparse's label noise for noiseless labels, times w_scale: the noiseless limit to ~1e-10
+
+
+@register("bayes_sparse")
+@dataclass
+class BayesSparse:
+    """The exact posterior mean under sparse_linear's prior: the support S uniform over the
+    `sparsity`-subsets of the prompt's dims (those not zero throughout it), w_S ~ N(0, w_scale^2 I),
+    labels with N(0, noise_std^2) noise (noiseless: NOISELESS_FLOOR * w_scale, the limit to ~1e-10).
+    Per support, ridge with lam = noise^2 / w_scale^2 gives the posterior mean of w_S, and the
+    support's log evidence is c_S^T w_S / (2 noise^2) - log det(G_S + lam I) / 2 (+ terms equal for
+    every S); the prediction is the evidence-weighted mean of x . w_S. All C(D, sparsity) supports,
+    for every prompt and prefix at once, in chunks of at most `max_terms` (prompt, point, support)
+    terms; above `max_supports` supports it refuses."""
+
+    sparsity: int
+    w_scale: float = 1.0
+    noise_std: float = 0.0
+    max_supports: int = 5000
+    max_terms: int = 2**20
+
+    def __post_init__(self):
+        if self.sparsity < 1 or self.w_scale <= 0 or self.noise_std < 0:
+            raise ValueError(f"bayes_sparse needs sparsity >= 1, w_scale > 0 and noise_std >= 0, got "
+                             f"sparsity={self.sparsity} w_scale={self.w_scale} noise_std={self.noise_std}")
+
+    def supports(self, n_dims: int, device) -> torch.Tensor:
+        """Every sparsity-subset of range(n_dims): (S, sparsity)."""
+        if self.sparsity > n_dims:
+            raise ValueError(f"bayes_sparse sparsity={self.sparsity} is larger than the prompts' {n_dims} dims")
+        count = math.comb(n_dims, self.sparsity)
+        if count > self.max_supports:
+            raise ValueError(f"bayes_sparse would sum over C({n_dims}, {self.sparsity}) = {count} supports, above "
+                             f"max_supports={self.max_supports} (C(20, 3) = 1140 takes seconds on a CPU)")
+        return torch.combinations(torch.arange(n_dims, device=device), self.sparsity)
+
+    def __call__(self, xs, ys, queries=None):
+        queries = check_prompt(xs, ys, queries)
+        support = self.supports(xs.shape[-1], xs.device)
+        chunk = max(1, self.max_terms // (xs.shape[1] * len(support)))
+        return torch.cat([self.posterior_mean(*(t[i : i + chunk] for t in (xs, ys, queries)), support)
+                          for i in range(0, len(xs), chunk)]).to(xs.dtype)
+
+    def posterior_mean(self, xs, ys, queries, support):
+        noise = max(self.noise_std, NOISELESS_FLOOR * self.w_scale)
+        lam = (noise / self.w_scale) ** 2
+        rows, cols = support[:, :, None], support[:, None, :]
+        gram = prefix_gram(xs)[:, :, rows, cols]  # (B, N, S, s, s)
+        cross = prefix_cross(xs, ys)[:, :, support]  # (B, N, S, s)
+        chol = torch.linalg.cholesky(gram + lam * torch.eye(self.sparsity, dtype=gram.dtype, device=gram.device))
+        w = torch.cholesky_solve(cross.unsqueeze(-1), chol).squeeze(-1)
+        log_evidence = (cross * w).sum(-1) / (2 * noise**2) - chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        live = (xs != 0).any(1)[:, support].all(-1)  # (B, S): supports within the prompt's nonzero dims
+        live |= ~live.any(-1, keepdim=True)  # fewer nonzero dims than the sparsity: every support
+        log_evidence = log_evidence.masked_fill(~live[:, None, :], -math.inf)
+        preds = (queries.double()[:, :, support] * w).sum(-1)  # (B, N, S)
+        return (torch.softmax(log_evidence, dim=-1) * preds).sum(-1)
+
+
 @register("averaging")
 @dataclass
 class Averaging:

@@ -142,11 +142,13 @@ class ExploreSchema:
 class ReproduceSchema:
     claims: list[str] = field(default_factory=lambda: ["linear", "sparse_linear", "relu_2nn", "decision_tree"])
     scale: Literal["cpu", "paper"] = "cpu"  # cpu: experiment=claim_<task>; paper: the task's defaults (standard model, 500k steps)
-    out: str = "runs/claims"  # runs go to OUT/<scale>/<claim>, the table and figures to OUT/<scale>/
+    out: str = "runs/claims"  # runs go to OUT/<scale>/<claim>/seed<N>, the table and figures to OUT/<scale>/
     n_prompts: int = 1280
     device: str = "auto"
     overrides: list[str] = field(default_factory=list)  # training overrides for every claim run
     source: Literal["train", "pretrained"] = "train"  # pretrained: judge the shipped claim models, training nothing
+    seeds: Any = field(default_factory=lambda: [0])  # training seeds: a list, or N for 0..N-1
+    jobs: int = 1  # runs trained side by side, each on cores / jobs threads
 
 
 class Choice(str, Enum):

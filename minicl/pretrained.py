@@ -21,7 +21,7 @@ from minicl.reproduce import CLAIMS, evaluated, training_curve
 from minicl.rundir import git_commit, machine, read_provenance, training_seconds
 
 SOURCES = {  # name: (the run directory it ships, the command that trains it there)
-    **{claim: (f"runs/claims/cpu/{claim}", f"python -m minicl.reproduce claims=[{claim}]") for claim in CLAIMS},
+    **{claim: (f"runs/claims/cpu/{claim}/seed0", f"python -m minicl.reproduce claims=[{claim}]") for claim in CLAIMS},
     **{name: (f"runs/ship/{name}", f"python -m minicl.train task=linear experiment={name} hydra.run.dir=runs/ship/{name}")
        for name in ("quick", "linear_d20")},
 }

@@ -1,25 +1,29 @@
-"""Does it reproduce? `python -m minicl.reproduce [claims=[linear,...]] [scale=cpu|paper] [source=train|pretrained]`.
+"""Does it reproduce? `python -m minicl.reproduce [claims=[linear,...]] [scale=cpu|paper] [source=train|pretrained]
+[seeds=3 | seeds=[0,1,2]] [jobs=2]`.
 
-The paper's four headline claims, each a run, a comparison and a verdict:
-trains each claim's run that is missing (a finished run in its directory is reused, an
-interrupted one resumed), evaluates it on fresh prompts of the standard setting with its task's
-baselines (bootstrap bands), reads the transformer's error at the criteria's k from the run's
-snapshots (how far training got, and when), and writes OUT/<scale>/claims.json, one figure per
-claim, a combined one and training.png, and prints the verdict table. `scale=cpu` runs
-`experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the task's defaults (standard
-model, 500k steps), meant for a GPU. `source=pretrained` trains nothing: it judges the claim
-models shipped with minicl (minicl.pretrained), the CPU-size runs, in about 5 minutes on 2 cores
-(mostly the tree claim's baselines).
+The paper's four headline claims, each a run per seed, a comparison and a verdict: trains each
+claim's run on each seed that is missing (a finished run in its directory is reused, an
+interrupted one resumed; `jobs` runs side by side, each on its share of the cores), evaluates it
+on fresh prompts of the standard setting (its seed's) with its task's baselines (bootstrap
+bands), reads the transformer's error at the criteria's k from the run's snapshots (how far
+training got, and when), and writes OUT/<scale>/claims.json, one figure per claim, a combined one
+and training.png, and prints the table: each seed's verdict, and on how many seeds each claim
+holds. `scale=cpu` runs `experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the
+task's defaults (standard model, 500k steps), meant for a GPU. `source=pretrained` trains
+nothing: it judges the claim models shipped with minicl (minicl.pretrained), the CPU-size runs
+of seed 0, in about 5 minutes on 2 cores (mostly the tree claim's baselines).
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
 at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
 """
 
 import json
+import os
 import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,10 +34,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from minicl.checkpoint import PRETRAINED, latest_checkpoint, model_from_state, read_checkpoint, shipped_info
+from minicl.checkpoint import PRETRAINED, latest_checkpoint, model_from_state, read_checkpoint, read_run, shipped_info
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, check_config, plain, register_schemas, task_from_config
-from minicl.evaluate import draw_setting, evaluate_run
+from minicl.evaluate import default_baselines, draw_setting, evaluate_run
 from minicl.rundir import config_differences, resolved_config, training_seconds
 from minicl.settings import setting_prompts
 
@@ -45,6 +49,7 @@ class Claim:
     statement: str
     shown: tuple[str, ...]  # the comparators drawn and tabulated beside the transformer
     conditions: Callable[[Errors, dict, int, int], list[tuple[int, str, bool]]]  # (err, setting, d, n) -> [(k, condition, holds)]
+    ratio_to: str | None = None  # reported, not judged: the transformer's error over this comparator's at the largest k read
 
 
 def best_lasso(err: Errors, s: dict, k: int) -> float:
@@ -87,11 +92,11 @@ CLAIMS = {
     "linear": Claim("learns linear functions as well as least squares", ("least_squares", "knn_3", "averaging"), linear_conditions),
     "sparse_linear": Claim(
         "learns sparse linear functions about as well as Lasso, far better than least squares below d examples",
-        ("least_squares", "lasso_1e-1", "lasso_1e-2", "lasso_1e-3"), sparse_conditions,
+        ("least_squares", "lasso_1e-1", "lasso_1e-2", "lasso_1e-3", "lasso_1e-4", "bayes_sparse"), sparse_conditions,
     ),
     "relu_2nn": Claim(
         "learns 2-layer ReLU nets about as well as a net fitted by GD, far better than least squares",
-        ("least_squares", "gd_2nn", "knn_3"), relu_conditions,
+        ("least_squares", "gd_2nn", "knn_3"), relu_conditions, ratio_to="gd_2nn",
     ),
     "decision_tree": Claim(
         "learns decision trees better than greedy tree learning and XGBoost",
@@ -116,6 +121,8 @@ def verdict(name: str, metrics: dict) -> dict:
         "trivial": {str(k): s["trivial"][k] for k in ks},
         "conditions": [{"k": k, "condition": text, "holds": bool(ok)} for k, text, ok in conditions],
         "holds": all(ok for _, _, ok in conditions),
+        **({"ratio": {"to": claim.ratio_to, "k": ks[-1], "value": s["models"]["transformer"]["mean"][ks[-1]]
+                      / s["models"][claim.ratio_to]["mean"][ks[-1]]}} if claim.ratio_to in s["models"] else {}),
     }
 
 
@@ -152,36 +159,63 @@ def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def train_command(overrides: list[str], run_dir: Path) -> None:
+def train_command(overrides: list[str], run_dir: Path, threads: int | None = None) -> None:
     """`python -m minicl.train OVERRIDES` into run_dir (which resumes an interrupted run, and refuses
-    one of another config), in a process of its own."""
+    one of another config), in a process of its own; with `threads`, on that many threads, its
+    output into run_dir/console.log."""
     cmd = [sys.executable, "-m", "minicl.train", *overrides, f"hydra.run.dir='{run_dir}'"]
-    if subprocess.run(cmd).returncode:
-        raise RuntimeError(f"training stopped with an error (above): {shlex.join(cmd)}")
+    if threads is None:
+        if subprocess.run(cmd).returncode:
+            raise RuntimeError(f"training stopped with an error (above): {shlex.join(cmd)}")
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"training {run_dir} on {threads} thread{'s' * (threads > 1)} (output: {run_dir / 'console.log'})", flush=True)
+    with open(run_dir / "console.log", "a") as log:
+        code = subprocess.run([*cmd, "trainer.progress=false"], stdout=log, stderr=subprocess.STDOUT,
+                              env=os.environ | {"OMP_NUM_THREADS": str(threads)}).returncode
+    if code:
+        raise RuntimeError(f"training stopped with an error ({run_dir / 'console.log'}): {shlex.join(cmd)}")
+    print(f"trained {run_dir}", flush=True)
 
 
-def trained_and_evaluated(overrides: list[str], cfg: DictConfig, run_dir: Path, n_prompts: int, device: str) -> dict:
-    """Train the run unless it is finished, evaluate it unless metrics.json is newer; its metrics."""
+def train_all(runs: list[tuple[list[str], Path]], jobs: int) -> None:
+    """Train each (overrides, run_dir): one at a time, or `jobs` side by side, each on its share of
+    the cores; a failed run stops none of the others."""
+    if jobs == 1:
+        for overrides, run_dir in runs:
+            train_command(overrides, run_dir)
+        return
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs) if hasattr(os, "sched_getaffinity") else 1
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(train_command, overrides, run_dir, threads) for overrides, run_dir in runs]
+    failed = [f.exception() for f in futures if f.exception()]
+    if failed:
+        raise RuntimeError("; ".join(map(str, failed)))
+
+
+def needs_training(cfg: DictConfig, run_dir: Path) -> bool:
+    """Whether run_dir lacks a finished run of `cfg`; a finished run of another config is an error."""
     state = latest_checkpoint(run_dir) if run_dir.exists() else None
     if state is None or state["step"] < cfg.trainer.steps:
-        train_command(overrides, run_dir)
-    else:
-        diffs = config_differences(state["config"], plain(resolved_config(cfg, resolve_device(cfg.trainer.device))))
-        if state["step"] != cfg.trainer.steps:
-            diffs.append(f"trainer.steps: {state['step']} -> {cfg.trainer.steps}")
-        if diffs:
-            raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
-                             "move it away or pass another out=")
-    return evaluated(run_dir, n_prompts, device)
+        return True
+    diffs = config_differences(state["config"], plain(resolved_config(cfg, resolve_device(cfg.trainer.device))))
+    if state["step"] != cfg.trainer.steps:
+        diffs.append(f"trainer.steps: {state['step']} -> {cfg.trainer.steps}")
+    if diffs:
+        raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
+                         "move it away or pass another out=")
+    return False
 
 
 def evaluated(run_dir: Path, n_prompts: int, device: str) -> dict:
-    """The run's metrics on the standard setting: its metrics.json if newer than its checkpoint
-    and of `n_prompts` prompts, else a fresh evaluation."""
+    """The run's metrics on the standard setting: its metrics.json if newer than its checkpoint,
+    of `n_prompts` prompts and with every baseline of its task's set, else a fresh evaluation."""
     metrics_path = run_dir / "metrics.json"
     if metrics_path.exists() and metrics_path.stat().st_mtime > (run_dir / "state.pt").stat().st_mtime:
         metrics = json.loads(metrics_path.read_text())
-        if metrics["n_prompts"] == n_prompts and "standard" in metrics["settings"]:
+        standard = metrics["settings"].get("standard")
+        if (metrics["n_prompts"] == n_prompts and standard
+                and set(default_baselines(read_run(run_dir)["config"]["task"])) <= set(standard["models"])):
             return metrics
     return evaluate_run(run_dir, device=device, settings=["standard"], n_prompts=n_prompts)
 
@@ -208,34 +242,67 @@ def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> 
     return curve
 
 
+def seed_list(seeds) -> list[int]:
+    """seeds=N -> [0, ..., N-1]; a list of distinct non-negative seeds as given."""
+    chosen = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+    if not chosen or min(chosen) < 0 or len(set(chosen)) < len(chosen):
+        raise ValueError(f"seeds must be a count N >= 1 or a list of distinct seeds >= 0, got {seeds!r}")
+    return chosen
+
+
 def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
-              device: str = "auto", overrides: list[str] = (), source: str = "train") -> list[dict]:
-    """Run, evaluate and judge each claim; writes OUT/<scale>/claims.json and figures, prints the table.
-    source="pretrained" judges the shipped claim models instead, with no training (OUT/pretrained/)."""
+              device: str = "auto", overrides: list[str] = (), source: str = "train", seeds=(0,), jobs: int = 1) -> list[dict]:
+    """Run, evaluate and judge each claim on each seed (runs in OUT/<scale>/<claim>/seed<N>, trained
+    `jobs` at a time); writes OUT/<scale>/claims.json and figures, prints the table.
+    source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
+    seeds = seed_list(seeds)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
-    if source == "pretrained" and scale != "cpu":
-        raise ValueError(f"source=pretrained judges the CPU-size claim models shipped with minicl; scale={scale} has none")
+    if source == "pretrained" and (scale != "cpu" or seeds != [0]):
+        raise ValueError(f"source=pretrained judges the CPU-size claim models shipped with minicl, trained on seed 0; "
+                         f"scale={scale} seeds={seeds} has none")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if any(o.lstrip("+~").startswith("trainer.seed=") for o in overrides):
+        raise ValueError("pass the training seeds as seeds=[...], not as the override trainer.seed")
     out = Path(out) / (scale if source == "train" else "pretrained")
-    configs = {name: claim_config(name, scale, list(overrides)) for name in claims}  # every config checked first
+    runs = {(name, seed): [*claim_overrides(name, scale, list(overrides)), f"trainer.seed={seed}"] for name in claims for seed in seeds}
+    configs = {key: claim_config(key[0], scale, chosen) for key, chosen in runs.items()}  # every config checked first
+    if source == "train":
+        train_all([(runs[key], out / key[0] / f"seed{key[1]}") for key, cfg in configs.items()
+                   if needs_training(cfg, out / key[0] / f"seed{key[1]}")], jobs)
     results, panels = [], {}
-    for name, cfg in configs.items():
+    for name in claims:
         print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
-        started = time.perf_counter()
-        if source == "train":
-            metrics = trained_and_evaluated(claim_overrides(name, scale, list(overrides)), cfg, out / name, n_prompts, device)
-            result = verdict(name, metrics)
-            result |= {"run": str(out / name), "train_seconds": training_seconds(out / name),
-                       "curve": training_curve(out / name, result["ks"], metrics, device)}
-        else:
-            metrics, result = shipped_verdict(name, out / name, n_prompts, device)
-        results.append(result | {"total_seconds": time.perf_counter() - started})
-        panels[name] = metrics["settings"]["standard"]
+        per_seed, panels[name] = [], []
+        for seed in seeds:
+            started = time.perf_counter()
+            metrics, result = (seed_verdict(name, out / name / f"seed{seed}", n_prompts, device) if source == "train"
+                               else shipped_verdict(name, out / name, n_prompts, device))
+            per_seed.append({"seed": seed, **result, "total_seconds": time.perf_counter() - started})
+            panels[name].append(metrics["settings"]["standard"])
+        results.append(claim_result(name, per_seed))
         write_json(out / "claims.json", results)  # after each claim: nothing lost
-    plot_claims(panels, out)
+    plot_claims(panels, results, out)
     plot_curves(results, out)
     print(format_verdicts(results))
     return results
+
+
+def claim_result(name: str, per_seed: list[dict]) -> dict:
+    """One claim over its seeds: how many it holds on, and each seed's verdict."""
+    first, held = per_seed[0], sum(r["holds"] for r in per_seed)
+    return {"claim": name, "statement": CLAIMS[name].statement, "n_dims": first["n_dims"], "n_points": first["n_points"],
+            "ks": first["ks"], "seeds": [r["seed"] for r in per_seed], "holds_on": held, "holds": held == len(per_seed),
+            "runs": per_seed}
+
+
+def seed_verdict(name: str, run_dir: Path, n_prompts: int, device: str) -> tuple[dict, dict]:
+    """A trained claim run evaluated (its own seed's prompts) and judged, with its training time and curve."""
+    metrics = evaluated(run_dir, n_prompts, device)
+    result = verdict(name, metrics)
+    return metrics, result | {"run": str(run_dir), "train_seconds": training_seconds(run_dir),
+                              "curve": training_curve(run_dir, result["ks"], metrics, device)}
 
 
 def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[dict, dict]:
@@ -253,16 +320,19 @@ def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[
 
 def format_verdicts(results: list[dict]) -> str:
     lines = []
-    for r in results:
-        verdict_word = "HOLDS" if r["holds"] else "DOES NOT HOLD"
-        lines.append(f"{r['claim']} (d={r['n_dims']}): {r['statement']}: {verdict_word}"
-                     f"  [trained {r['train_seconds'] / 60:.1f} min]")
-        for k in map(str, r["ks"]):
-            errs = ", ".join(f"{m} {e[k][0]:.4f} [{e[k][1]:.4f}, {e[k][2]:.4f}]" for m, e in r["errors"].items())
-            lines.append(f"  k={k}: {errs}; predict 0 {r['trivial'][k]:.4f}")
-        lines += [f"  {'yes' if c['holds'] else 'NO '}  k={c['k']}: {c['condition']}" for c in r["conditions"]]
-        for k, errs in r["curve"]["errors"].items():
-            lines.append(f"  transformer at k={k} during training: " + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs)))
+    for c in results:
+        minutes = " / ".join(f"{r['train_seconds'] / 60:.1f}" for r in c["runs"])
+        lines.append(f"{c['claim']} (d={c['n_dims']}): {c['statement']}: holds on {c['holds_on']} of {len(c['runs'])} "
+                     f"seed{'s' * (len(c['runs']) > 1)}  [trained {minutes} min]")
+        for r in c["runs"]:
+            ratio = f"; transformer / {r['ratio']['to']} at k={r['ratio']['k']}: {r['ratio']['value']:.2f}" if "ratio" in r else ""
+            lines.append(f" seed {r['seed']}: {'HOLDS' if r['holds'] else 'DOES NOT HOLD'}{ratio}")
+            for k in map(str, r["ks"]):
+                errs = ", ".join(f"{m} {e[k][0]:.4f} [{e[k][1]:.4f}, {e[k][2]:.4f}]" for m, e in r["errors"].items())
+                lines.append(f"  k={k}: {errs}; predict 0 {r['trivial'][k]:.4f}")
+            lines += [f"  {'yes' if v['holds'] else 'NO '}  k={v['k']}: {v['condition']}" for v in r["conditions"]]
+            for k, errs in r["curve"]["errors"].items():
+                lines.append(f"  transformer at k={k} during training: " + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs)))
     return "\n".join(lines)
 
 
@@ -276,33 +346,53 @@ def panel_grid(plt, n: int, width: float, height: float):
     return fig, axes.flat[:n]
 
 
-def plot_claims(panels: dict[str, dict], out: Path) -> None:
-    """One figure per claim (claim_<task>.png) and all of them side by side (claims.png)."""
+def plot_claims(panels: dict[str, list[dict]], results: list[dict], out: Path) -> None:
+    """One figure per claim (claim_<task>.png) and all of them side by side (claims.png): the
+    comparators on the first seed's prompts, the transformer of every seed, the k each criterion reads."""
     plt = pyplot()
-    for name, s in panels.items():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        draw_setting(ax, s, f"{name}: {CLAIMS[name].statement}", shown(name, s))
-        ax.title.set_fontsize(8)
-        save_figure(fig, out / f"claim_{name}.png")
-    fig, axes = panel_grid(plt, len(panels), 6, 4)
-    for ax, (name, s) in zip(axes, panels.items()):
-        draw_setting(ax, s, name, shown(name, s))
+    fig, axes = panel_grid(plt, len(results), 6, 4)
+    for ax, r in zip(axes, results):
+        draw_claim(ax, panels[r["claim"]], r, r["claim"])
     save_figure(fig, out / "claims.png", dpi=100)
+    for r in results:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        draw_claim(ax, panels[r["claim"]], r, f"{r['claim']}: {r['statement']}")
+        ax.title.set_fontsize(8)
+        save_figure(fig, out / f"claim_{r['claim']}.png")
+
+
+def draw_claim(ax, settings: list[dict], r: dict, title: str) -> None:
+    seeds = r["seeds"]
+    draw_setting(ax, settings[0], f"{title}\nseed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+                 + (f" (comparators on seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""), shown(r["claim"], settings[0]))
+    for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
+        ax.plot(s["models"]["transformer"]["mean"], color="C0", lw=1.2, ls=("--", ":", "-.")[i % 3], label=f"transformer, seed {seed}")
+    for k in r["ks"]:
+        ax.axvline(k, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=6)
 
 
 def plot_curves(results: list[dict], out: Path) -> None:
     """training.png: the transformer's error at each criterion's k against training steps, one
-    panel per claim, with the comparators' final errors and predicting 0 at that k as horizontal lines."""
+    panel per claim (over seeds: the mean and the band from the lowest to the highest), with the
+    comparators' final errors (mean over seeds) and predicting 0 at that k as horizontal lines."""
     plt = pyplot()
     fig, axes = panel_grid(plt, len(results), 6, 3.6)
-    for ax, r in zip(axes, results):
-        for i, (k, errs) in enumerate(r["curve"]["errors"].items()):
-            ax.plot(r["curve"]["steps"], errs, "o-", color=f"C{i}", label=f"transformer, k={k}")
-            for j, (model, e) in enumerate((m, e) for m, e in r["errors"].items() if m != "transformer"):
-                ax.axhline(e[k][0], color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
-            ax.axhline(r["trivial"][k], color="k", ls="--", lw=0.6)
-        top = max([*r["trivial"].values(), *(e for errs in r["curve"]["errors"].values() for e in errs)], default=1.0)
-        ax.set(title=f"{r['claim']} (black: predict 0)", xlabel="training step", ylabel="error", ylim=(0, 1.1 * top))
+    for ax, c in zip(axes, results):
+        steps = min((r["curve"]["steps"] for r in c["runs"]), key=len)
+        for i, k in enumerate(map(str, c["ks"])):
+            errs = torch.tensor([r["curve"]["errors"][k][: len(steps)] for r in c["runs"]])
+            if len(steps):
+                ax.plot(steps, errs.mean(0), "o-", color=f"C{i}", label=f"transformer, k={k}")
+                ax.fill_between(steps, errs.amin(0), errs.amax(0), color=f"C{i}", alpha=0.2)
+            for j, model in enumerate(m for m in c["runs"][0]["errors"] if m != "transformer"):
+                level = sum(r["errors"][model][k][0] for r in c["runs"]) / len(c["runs"])
+                ax.axhline(level, color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
+            ax.axhline(c["runs"][0]["trivial"][k], color="k", ls="--", lw=0.6)
+        top = max([*c["runs"][0]["trivial"].values(), *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs)])
+        seeds = ", ".join(map(str, c["seeds"]))
+        ax.set(title=f"{c['claim']}, seed{'s' * (len(c['seeds']) > 1)} {seeds} (black: predict 0)", xlabel="training step",
+               ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
         ax.legend(fontsize=6)
     save_figure(fig, out / "training.png", dpi=100)
 
@@ -315,7 +405,8 @@ register_schemas()
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="reproduce")
 def main(cfg: DictConfig) -> None:
-    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides), cfg.source)
+    seeds = cfg.seeds if isinstance(cfg.seeds, int) else list(cfg.seeds)
+    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides), cfg.source, seeds, cfg.jobs)
 
 
 if __name__ == "__main__":

@@ -68,3 +68,25 @@ def fit_2nn(net: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int = 100, 
         loss.backward()
         opt.step()
     return net
+
+
+def bayes_sparse_slow(xs, ys, queries, sparsity: int, w_scale: float, noise_std: float) -> torch.Tensor:
+    """The sparse prior's posterior mean by enumeration, one prompt, prefix and support at a time,
+    in the points' space: p(y | S) = N(y; 0, K) with K = w_scale^2 X_S X_S^T + noise_std^2 I, and
+    E[w_S | y, S] = w_scale^2 X_S^T K^-1 y. Uniform over the supports of the prompt's nonzero dims."""
+    import itertools
+
+    out = torch.zeros(ys.shape, dtype=torch.float64)
+    for b in range(xs.shape[0]):
+        x, y, q = xs[b].double(), ys[b].double(), queries[b].double()
+        dims = [d for d in range(x.shape[1]) if x[:, d].abs().sum() > 0]
+        for i in range(1, x.shape[0]):
+            logp, preds = [], []
+            for S in itertools.combinations(dims, sparsity):
+                xS = x[:i, list(S)]
+                K = w_scale**2 * xS @ xS.T + noise_std**2 * torch.eye(i, dtype=torch.float64)
+                dist = torch.distributions.MultivariateNormal(torch.zeros(i, dtype=torch.float64), K)
+                logp.append(dist.log_prob(y[:i]))
+                preds.append(q[i, list(S)] @ (w_scale**2 * xS.T @ torch.linalg.solve(K, y[:i])))
+            out[b, i] = (torch.softmax(torch.stack(logp), 0) * torch.stack(preds)).sum()
+    return out

@@ -1,3 +1,4 @@
+import math
 import warnings
 
 import numpy as np
@@ -9,9 +10,9 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
 from xgboost import XGBRegressor
 
-from minicl.baselines import (DMMSE, GD2NN, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
+from minicl.baselines import (DMMSE, GD2NN, NOISELESS_FLOOR, BayesSparse, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
                               prefix_gram, prefix_least_squares)
-from tests.reference import fit_2nn, module_2nn
+from tests.reference import bayes_sparse_slow, fit_2nn, module_2nn
 
 
 def prompts(B=6, N=14, D=5, seed=0, sparse=False):
@@ -202,3 +203,42 @@ def test_dmmse_finds_the_pooled_task_a_prompt_was_drawn_from():
         DMMSE(pool, 0.0)
     with pytest.raises(ValueError, match="pool of weight vectors"):
         DMMSE(pool[0])
+
+
+def sparse_prompts(B, N, D, sparsity, noise_std, w_scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xs, qs = torch.randn(B, N, D, generator=g, dtype=torch.float64), torch.randn(B, N, D, generator=g, dtype=torch.float64)
+    support = torch.rand(B, D, generator=g).argsort(1)[:, :sparsity]
+    w = torch.zeros(B, D, dtype=torch.float64).scatter_(1, support, w_scale * torch.randn(B, sparsity, generator=g, dtype=torch.float64))
+    ys = (xs @ w.unsqueeze(-1)).squeeze(-1) + noise_std * torch.randn(B, N, generator=g, dtype=torch.float64)
+    return xs, ys, qs, w
+
+
+@pytest.mark.parametrize("D, sparsity, noise_std, w_scale", [(5, 2, 0.5, 1.0), (6, 3, 0.1, 2.0), (5, 1, 0.0, 1.0)])
+def test_bayes_sparse_is_the_posterior_mean_by_enumeration(D, sparsity, noise_std, w_scale):
+    xs, ys, qs, _ = sparse_prompts(3, 9, D, sparsity, noise_std, w_scale)
+    xs[0, :, 1] = 0  # a prompt with a dim that is zero throughout: supports on it are excluded
+    got = BayesSparse(sparsity, w_scale, noise_std)(xs, ys, qs)
+    want = bayes_sparse_slow(xs, ys, qs, sparsity, w_scale, max(noise_std, NOISELESS_FLOOR * w_scale))
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    chunked = BayesSparse(sparsity, w_scale, noise_std, max_terms=9 * math.comb(D, sparsity))(xs, ys, qs)
+    torch.testing.assert_close(chunked, got, rtol=0, atol=1e-12)  # one prompt at a time
+
+
+def test_noiseless_bayes_sparse_is_exact_past_the_sparsity_and_beats_lasso_below_d():
+    xs, ys, qs, w = sparse_prompts(200, 11, 10, 2, 0.0, seed=1)
+    preds = build_baseline("bayes_sparse", sparsity=2)(xs, ys, qs)
+    truth = (qs * w.unsqueeze(1)).sum(-1)
+    err = ((preds - truth) ** 2).mean(0) / 2  # normalised as the task does (sparsity * w_scale^2)
+    assert err[0] == pytest.approx(1.0, abs=0.25) and err[3:].max() < 1e-10  # 3 noiseless points pin 2 nonzeros
+    lasso = ((build_baseline("lasso", alpha=1e-3)(xs, ys, qs) - truth) ** 2).mean(0) / 2
+    assert (err[1:5] < lasso[1:5]).all()
+
+
+def test_bayes_sparse_refuses_too_many_supports_and_bad_parameters():
+    with pytest.raises(ValueError, match=r"C\(30, 5\) = 142506 supports, above max_supports=5000"):
+        BayesSparse(5)(torch.randn(1, 4, 30), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="sparsity=4 is larger than the prompts' 3 dims"):
+        BayesSparse(4)(torch.randn(1, 4, 3), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="noise_std=-1"):
+        BayesSparse(2, noise_std=-1)

@@ -68,13 +68,16 @@ def test_every_command_takes_a_shipped_model(tmp_path, monkeypatch):
 
 def test_reproduce_judges_the_shipped_claims_without_training(tmp_path):
     results = reproduce(["linear", "relu_2nn"], out=tmp_path, n_prompts=64, device="cpu", source="pretrained")
-    for r in results:
-        shipped = pretrained.info(r["claim"])
-        assert r["run"] == f"pretrained:{r['claim']}" and r["train_seconds"] == shipped["train_seconds"]
+    for c in results:
+        [r] = c["runs"]
+        shipped = pretrained.info(c["claim"])
+        assert r["run"] == f"pretrained:{c['claim']}" and r["train_seconds"] == shipped["train_seconds"] and r["seed"] == 0
         assert r["curve"]["steps"] == shipped["curve"]["steps"] and r["curve"]["steps"]
     assert not list(tmp_path.rglob("state.pt")) and (tmp_path / "pretrained" / "claims.png").exists()
     with pytest.raises(ValueError, match="source must be one of"):
         reproduce(["linear"], out=tmp_path, source="cache")
+    with pytest.raises(ValueError, match="trained on seed 0; scale=cpu seeds=.0, 1. has none"):
+        reproduce(["linear"], out=tmp_path, source="pretrained", seeds=2)
 
 
 def test_ship_writes_a_runs_model_and_its_record(tmp_path):

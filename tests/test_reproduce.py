@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from minicl.reproduce import CLAIMS, claim_config, format_verdicts, reproduce, verdict
+from minicl.reproduce import CLAIMS, claim_config, evaluated, format_verdicts, reproduce, verdict
 from minicl.train import train
 from tests.helpers import SHORT, assert_final_eval_is_the_models
 
@@ -66,37 +66,60 @@ def test_every_claim_config_composes_and_trains(claim, tmp_path):
     assert_final_eval_is_the_models(tmp_path)
 
 
-def test_reproduce_trains_evaluates_judges_and_reuses_finished_runs(tmp_path, capsys):
-    results = reproduce(["linear", "relu_2nn"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=FEW)
+def test_reproduce_trains_each_seed_side_by_side_judges_and_reuses_finished_runs(tmp_path, capsys):
+    results = reproduce(["linear", "relu_2nn"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=FEW, seeds=[0, 3], jobs=2)
     out = tmp_path / "cpu"
-    assert [r["claim"] for r in results] == ["linear", "relu_2nn"]
-    for r in results:  # each verdict is its claim's conditions on the run's own evaluation
-        metrics = json.loads((out / r["claim"] / "metrics.json").read_text())
-        assert {k: v for k, v in r.items() if k in verdict(r["claim"], metrics)} == verdict(r["claim"], metrics)
-        assert r["holds"] is False  # two steps of training learn nothing
+    assert [(c["claim"], c["seeds"], [r["seed"] for r in c["runs"]]) for c in results] == [("linear", [0, 3], [0, 3]), ("relu_2nn", [0, 3], [0, 3])]
+    for c in results:  # each seed's verdict is its claim's conditions on that run's own evaluation
+        for r in c["runs"]:
+            run = out / c["claim"] / f"seed{r['seed']}"
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert {k: v for k, v in r.items() if k in verdict(c["claim"], metrics)} == verdict(c["claim"], metrics)
+            assert r["holds"] is False and r["run"] == str(run)  # two steps of training learn nothing
+            assert metrics["seed"] == r["seed"] and (run / "console.log").exists()  # trained on its seed, beside the other
+        assert c["holds_on"] == 0 and c["holds"] is False
+        first, other = (c["runs"][i]["errors"]["transformer"] for i in (0, 1))
+        assert first != other  # two seeds, two models (and two prompt sets)
+    assert "ratio" in results[1]["runs"][0] and results[1]["runs"][0]["ratio"]["to"] == "gd_2nn"
     assert json.loads((out / "claims.json").read_text()) == json.loads(json.dumps(results))
-    assert all((out / f"{name}.png").exists() for name in ("claims", "claim_linear", "claim_relu_2nn"))
-    assert "DOES NOT HOLD" in capsys.readouterr().out  # two steps of training learn nothing
+    assert all((out / f"{name}.png").exists() for name in ("claims", "claim_linear", "claim_relu_2nn", "training"))
+    printed = capsys.readouterr().out
+    assert "holds on 0 of 2 seeds" in printed and " seed 3: DOES NOT HOLD" in printed
     assert format_verdicts(json.loads((out / "claims.json").read_text())) == format_verdicts(results)
-    stamp = (out / "linear" / "state.pt").stat().st_mtime
-    reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=FEW)
-    assert (out / "linear" / "state.pt").stat().st_mtime == stamp  # finished: reused, not retrained
+    stamp = (out / "linear" / "seed3" / "state.pt").stat().st_mtime
+    reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=FEW, seeds=[3])
+    assert (out / "linear" / "seed3" / "state.pt").stat().st_mtime == stamp  # finished: reused, not retrained
+    metrics_path = out / "linear" / "seed3" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["settings"]["standard"]["models"]["knn_3"]  # as written before knn_3 joined the task's baselines
+    metrics_path.write_text(json.dumps(metrics))
+    assert "knn_3" in evaluated(out / "linear" / "seed3", 16, "cpu")["settings"]["standard"]["models"]  # evaluated again
     for changed in ("trainer.lr=0.5", "trainer.steps=1"):  # a finished run of another config is not reused
         with pytest.raises(ValueError, match="finished run of another config.*trainer"):
             reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=[*FEW, changed])
+
+
+def test_seeds_are_checked_before_any_work(tmp_path):
+    for bad in (0, [1, 1], [-1]):
+        with pytest.raises(ValueError, match="seeds must be a count N >= 1 or a list of distinct seeds"):
+            reproduce(["linear"], "cpu", tmp_path, seeds=bad)
+    with pytest.raises(ValueError, match="as seeds=.*not as the override trainer.seed"):
+        reproduce(["linear"], "cpu", tmp_path, overrides=["trainer.seed=4"])
+    assert not any(tmp_path.iterdir())
 
 
 def test_paper_scale_composes_trains_checkpoints_and_evaluates(tmp_path):
     cfg = claim_config("sparse_linear", "paper", [])
     assert (cfg.task.n_dims, cfg.model.n_layer, cfg.trainer.steps, cfg.trainer.schedule) == (20, 12, 500_000, "constant")
     [result] = reproduce(["sparse_linear"], "paper", tmp_path, n_prompts=8, device="cpu", overrides=FEW)
-    assert result["n_dims"] == 20 and (tmp_path / "paper" / "sparse_linear" / "state.pt").exists()
+    assert result["n_dims"] == 20 and (tmp_path / "paper" / "sparse_linear" / "seed0" / "state.pt").exists()
 
 
 def test_the_training_curve_reads_every_snapshot_and_ends_at_the_final_evaluation(tmp_path):
-    [r] = reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=[*FEW, "trainer.snapshot_every=1"])
+    [c] = reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=[*FEW, "trainer.snapshot_every=1"])
+    [r] = c["runs"]
     assert r["curve"]["steps"] == [1, 2] and list(r["curve"]["errors"]) == [str(k) for k in r["ks"]]
     for k, errs in r["curve"]["errors"].items():
         assert errs[-1] == pytest.approx(r["errors"]["transformer"][k][0], rel=1e-5)  # step 2 is the final model
         assert errs[0] != errs[-1]
-    assert (tmp_path / "cpu" / "training.png").exists() and "during training: 1 " in format_verdicts([r])
+    assert (tmp_path / "cpu" / "training.png").exists() and "during training: 1 " in format_verdicts([c])
