@@ -96,7 +96,7 @@ def run_sweep(
     gen = torch.Generator().manual_seed(seed)
     results = [sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
                for value in values]
-    out = {"sweep": sweep, "k": min(2 * task.n_dims if k is None else k, n_points - 1), "task": task.name,
+    out = {"sweep": sweep, "run": str(run_dir), "k": min(2 * task.n_dims if k is None else k, n_points - 1), "task": task.name,
            "n_points": n_points, "train_points": train_points, "arch": model.config.arch,
            "pos_emb": None if model.config.recurrent else model.config.pos_emb, "n_prompts": n_prompts, "results": results}
     out_dir = Path(out_dir or output_dir(run_dir) / "explore")
@@ -125,17 +125,23 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
         ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
     ax.axhline(1.0, color="k", ls="--", lw=1, label="predict 0")
     ax.set_xscale("log" if log else "linear")
-    ax.set_ylim(0, 1.5)
+    if sweep in ("length", "dims"):
+        from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    highest = {name: max(r["models"][name]["mean"][k] for r, k in zip(results, ks)) for name in models}
+    trained = highest[out["arch"]]  # the model's every point shown (label noise puts it far above 1), and the baselines near it
+    ax.set_ylim(0, 1.1 * max([1.4, trained, *(h for h in highest.values() if h <= 2 * trained)]))
     ax.set_xlabel(label)
     ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
     model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
-    ax.set_title(f"{sweep} sweep ({out['task']}, {model})")
+    ax.set_title(f"{sweep} sweep: run {out.get('run', '?')}\n({out['task']}, {model})", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, out_dir / f"{sweep}.png")
-    plot_curves(sweep, results if sweep != "length" else results[-1:], out_dir)  # one long prompt holds every shorter one
+    plot_curves(sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?"))  # one long prompt holds every shorter one
 
 
-def plot_curves(sweep: str, shown: list[dict], out_dir: Path) -> None:
+def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
     models = list(shown[0]["models"])
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
@@ -146,10 +152,11 @@ def plot_curves(sweep: str, shown: list[dict], out_dir: Path) -> None:
             ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name)
             ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], alpha=0.2)
         ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
-        ax.set_ylim(0, 1.5)
+        ax.set_ylim(0, max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for name in models)))
     for ax in axes.flat[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
+    fig.suptitle(f"{sweep} sweep: run {run}", fontsize=9)
     fig.supxlabel("in-context examples")
     fig.supylabel("error / signal")
     save_figure(fig, out_dir / f"{sweep}_curves.png", dpi=100)

@@ -38,7 +38,7 @@ from minicl.checkpoint import PRETRAINED, latest_checkpoint, model_from_state, r
 from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, check_config, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, draw_setting, evaluate_run
-from minicl.rundir import config_differences, resolved_config, training_seconds
+from minicl.rundir import config_differences, read_provenance, resolved_config, training_seconds
 from minicl.settings import setting_prompts
 
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
@@ -178,6 +178,11 @@ def train_command(overrides: list[str], run_dir: Path, threads: int | None = Non
     print(f"trained {run_dir}", flush=True)
 
 
+def cost(cfg: DictConfig) -> int:
+    """A run's training cost, roughly: steps times the prompt's final points."""
+    return cfg.trainer.steps * cfg.task.curriculum.points.end
+
+
 def train_all(runs: list[tuple[list[str], Path]], jobs: int) -> None:
     """Train each (overrides, run_dir): one at a time, or `jobs` side by side, each on its share of
     the cores; a failed run stops none of the others."""
@@ -250,11 +255,9 @@ def seed_list(seeds) -> list[int]:
     return chosen
 
 
-def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
-              device: str = "auto", overrides: list[str] = (), source: str = "train", seeds=(0,), jobs: int = 1) -> list[dict]:
-    """Run, evaluate and judge each claim on each seed (runs in OUT/<scale>/<claim>/seed<N>, trained
-    `jobs` at a time); writes OUT/<scale>/claims.json and figures, prints the table.
-    source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
+def checked_request(scale: str, overrides: list[str], source: str, seeds, jobs: int) -> list[int]:
+    """The seeds, once the command's options are checked together (each claim's config is checked
+    by claim_config)."""
     seeds = seed_list(seeds)
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
@@ -265,12 +268,22 @@ def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/cla
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if any(o.lstrip("+~").startswith("trainer.seed=") for o in overrides):
         raise ValueError("pass the training seeds as seeds=[...], not as the override trainer.seed")
+    return seeds
+
+
+def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
+              device: str = "auto", overrides: list[str] = (), source: str = "train", seeds=(0,), jobs: int = 1) -> list[dict]:
+    """Run, evaluate and judge each claim on each seed (runs in OUT/<scale>/<claim>/seed<N>, trained
+    `jobs` at a time); writes OUT/<scale>/claims.json and figures, prints the table.
+    source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
+    seeds = checked_request(scale, overrides, source, seeds, jobs)
     out = Path(out) / (scale if source == "train" else "pretrained")
     runs = {(name, seed): [*claim_overrides(name, scale, list(overrides)), f"trainer.seed={seed}"] for name in claims for seed in seeds}
     configs = {key: claim_config(key[0], scale, chosen) for key, chosen in runs.items()}  # every config checked first
     if source == "train":
-        train_all([(runs[key], out / key[0] / f"seed{key[1]}") for key, cfg in configs.items()
-                   if needs_training(cfg, out / key[0] / f"seed{key[1]}")], jobs)
+        pending = [key for key, cfg in configs.items() if needs_training(cfg, out / key[0] / f"seed{key[1]}")]
+        pending.sort(key=lambda key: -cost(configs[key]))  # the longest first: side by side, they end together
+        train_all([(runs[key], out / key[0] / f"seed{key[1]}") for key in pending], jobs)
     results, panels = [], {}
     for name in claims:
         print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
@@ -301,8 +314,16 @@ def seed_verdict(name: str, run_dir: Path, n_prompts: int, device: str) -> tuple
     """A trained claim run evaluated (its own seed's prompts) and judged, with its training time and curve."""
     metrics = evaluated(run_dir, n_prompts, device)
     result = verdict(name, metrics)
-    return metrics, result | {"run": str(run_dir), "train_seconds": training_seconds(run_dir),
+    trained_on = (read_provenance(run_dir) or {}).get("machine")
+    return metrics, result | {"run": str(run_dir), "train_seconds": training_seconds(run_dir), "machine": machine_name(trained_on),
                               "curve": training_curve(run_dir, result["ks"], metrics, device)}
+
+
+def machine_name(m: dict | None) -> str:
+    """A run's machine (rundir.machine) in words: where its numbers came from; '' when not recorded."""
+    if not m:
+        return ""
+    return f"{m['cuda'] or m['cpu']}, {m['kernels']} kernels{', AVX512-BF16' * m['avx512_bf16']}, torch {m['torch']}"
 
 
 def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[dict, dict]:

@@ -1,0 +1,123 @@
+"""Render the tables of results in README.md and docs/ from the committed JSON in docs/results/.
+
+    python docs/render.py           # rewrite every table block in place
+    python docs/render.py --check   # exit 1, naming each block that differs from its rendering
+
+A block in a markdown file is
+
+    <!-- table: results/NAME.json [VIEW] -->
+    (the rendered table: never edit it by hand)
+    <!-- end table -->
+
+with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
+claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
+sweep's JSON as its errors at every swept value; any other JSON
+is a table of measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as
+it stands, with its source (the machine and the command that measured it) below.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+BLOCK = re.compile(r"(<!-- table: (\S+)(?: (\w+))? -->\n)(.*?)(<!-- end table -->)", re.S)
+COMPARATORS = {  # the columns of the claims table: the comparators each criterion names
+    "linear": ["least_squares"],
+    "sparse_linear": ["least_squares", "best Lasso", "bayes_sparse"],
+    "relu_2nn": ["gd_2nn", "least_squares"],
+    "decision_tree": ["xgboost", "decision_tree_4", "decision_tree"],
+}
+LETTERS = {"linear": "(a)", "sparse_linear": "(b)", "relu_2nn": "(c)", "decision_tree": "(d)"}
+
+
+def markdown(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]) + "\n"
+
+
+def error_at(run: dict, model: str, k: str) -> float:
+    if model == "best Lasso":
+        return min(e[k][0] for m, e in run["errors"].items() if m.startswith("lasso"))
+    return run["errors"][model][k][0]
+
+
+def claims_table(claims: list[dict], view: str) -> str:
+    """reproduce's claims.json as a table: each claim's errors at the k its criteria read."""
+    rows = []
+    for c in claims:
+        name, k = c["claim"], str(c["ks"][-1])
+        holds = f"holds on {c['holds_on']} of {len(c['runs'])}"
+        runs = c["runs"] if view == "seeds" else [None]
+        for r in runs:
+            shown = [r] if r else c["runs"]
+            transformer = " / ".join(f"{x['errors']['transformer'][k][0]:.3f}" for x in shown)
+            comparators = "; ".join(f"{m} " + " / ".join(f"{error_at(x, m, k):.3f}" for x in shown)
+                                    for m in COMPARATORS[name] if m == "best Lasso" or m in shown[0]["errors"])
+            minutes = " / ".join(f"{x['train_seconds'] / 60:.0f}" for x in shown)
+            verdict = ("holds" if r["holds"] else "does not hold") if r else holds
+            first = f"{LETTERS[name]} {name}, d = {c['n_dims']}" if r is None or r is c["runs"][0] else ""
+            rows.append([first, *([r["seed"]] if r else [", ".join(map(str, c["seeds"]))]), k, transformer, comparators,
+                         f"**{verdict}**", minutes])
+    columns = ["claim", "seed" if view == "seeds" else "seeds", "k", "transformer", "comparators", "verdict", "train min"]
+    machines = sorted({r.get("machine", "") for c in claims for r in c["runs"]} - {""})
+    source = f"\nMachine: {'; '.join(machines)}.\n" if machines else ""
+    return markdown(columns, rows) + source
+
+
+def sweep_table(out: dict) -> str:
+    """An explore sweep's JSON: each model's error / signal at k for every swept value."""
+    models = list(out["results"][0]["models"])
+    rows = [[f"{r['value']:g}", *(f"{r['models'][m]['mean'][int(r['value']) if out['sweep'] == 'length' else out['k']]:.3f}"
+                                   for m in models)] for r in out["results"]]
+    at = "k = the value" if out["sweep"] == "length" else f"k = {out['k']}"
+    return markdown([out["sweep"], *models], rows) + (f"\nError / signal at {at}, {out['n_prompts']} prompts per value: "
+                                                      f"`python -m minicl.explore run={out['run']} sweep={out['sweep']}`.\n")
+
+
+def render(path: str, view: str | None) -> str:
+    data = json.loads((DOCS / path).read_text())
+    if isinstance(data, list):  # reproduce's claims.json
+        return claims_table(data, view or "summary")
+    if "sweep" in data:  # explore's <sweep>.json
+        return sweep_table(data)
+    return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")
+
+
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+def rendered(text: str) -> str:
+    return BLOCK.sub(lambda m: m[1] + render(m[2], m[3]) + m[5], text)
+
+
+def stale() -> list[str]:
+    """The blocks whose committed text differs from their rendering, as 'FILE: results/NAME.json'."""
+    out = []
+    for page in pages():
+        text = page.read_text()
+        for m in BLOCK.finditer(text):
+            if m[4] != render(m[2], m[3]):
+                out.append(f"{page.relative_to(ROOT)}: {m[2]}")
+    return out
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--check"]:
+        differ = stale()
+        for block in differ:
+            print(f"stale table: {block} (run python docs/render.py)")
+        return 1 if differ else 0
+    for page in pages():
+        text = page.read_text()
+        if rendered(text) != text:
+            page.write_text(rendered(text))
+            print(f"rendered the tables of {page.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,115 @@
+"""The documentation: every table of results is its committed JSON's rendering, and every
+`python -m minicl.*` command in README.md and docs/ parses as the shell splits it and composes
+with Hydra (keys, values and quoting checked)."""
+
+import importlib.util
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from minicl import compare, pretrained
+from minicl.config import CONF, check_config, register_schemas
+from minicl.reproduce import checked_request, claim_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+HYDRA_APPS = {"train", "evaluate", "explore", "reproduce"}
+
+
+def load_render(root: Path = ROOT):
+    spec = importlib.util.spec_from_file_location("render", root / "docs" / "render.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_committed_table_is_its_jsons_rendering():
+    assert load_render().stale() == []
+
+
+def test_a_table_edited_by_hand_or_a_changed_result_is_caught(tmp_path):
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    render = load_render(tmp_path)
+    page = next(p for p in render.pages() if render.BLOCK.search(p.read_text()))
+    text = page.read_text()
+    block = render.BLOCK.search(text)
+    digit = re.search(r"\d", block[4])
+    start = block.start(4) + digit.start()
+    page.write_text(text[:start] + str((int(digit[0]) + 1) % 10) + text[start + 1 :])  # one digit changed by hand
+    assert render.stale() == [f"{page.relative_to(tmp_path)}: {block[2]}"]
+    render.main([])  # rendering again restores it
+    assert page.read_text() == text and render.stale() == []
+
+
+def spans(text: str) -> list[str]:
+    """The shell code of a page: each bash (or unlabelled) fenced block, and each inline code span."""
+    out, fence, block = [], None, []
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            if fence is None:
+                fence, block = line.strip("` \n"), []
+            else:
+                out += ["\n".join(block)] if fence in ("", "bash", "sh") else []
+                fence = None
+        elif fence is not None:
+            block.append(line)
+        else:
+            out += re.findall(r"`([^`]+)`", line)
+    return out
+
+
+def commands() -> list[tuple[str, str]]:
+    """(page, command) for every `python -m minicl.*` command in the pages' shell code."""
+    found = []
+    for page in PAGES:
+        for span in spans(page.read_text()):
+            for line in span.replace("\\\n", " ").splitlines():
+                for part in re.split(r"&&|;|\|(?!\w)", line.split(" #")[0]):
+                    if re.search(r"-m minicl\.\w+", part):
+                        found.append((str(page.relative_to(ROOT)), part.strip()))
+    return found
+
+
+def test_the_docs_show_commands():
+    assert len(commands()) >= 30
+
+
+@pytest.mark.parametrize("where, command", commands(), ids=[f"{w}: {c[:60]}" for w, c in commands()])
+def test_every_documented_command_splits_and_composes(where, command):
+    words = shlex.split(command)  # as the shell splits it: an unquoted space or brace fails here
+    at = next(i for i, w in enumerate(words) if w == "-m" and i + 1 < len(words) and words[i + 1].startswith("minicl."))
+    module, args = words[at + 1].removeprefix("minicl."), [w for w in words[at + 2 :] if w != "-m"]
+    if module in HYDRA_APPS:
+        overrides = OverridesParser.create().parse_overrides(args)  # Hydra's grammar: quoting, sweeps, lists
+        chosen = [o.input_line for o in overrides if not o.is_sweep_override()]
+        chosen += [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in overrides if o.is_sweep_override()]
+        chosen = [o for o in chosen if not o.lstrip("+~").startswith("hydra")]  # Hydra's own settings: parsed above
+        register_schemas()
+        with initialize_config_dir(config_dir=str(CONF), version_base=None):
+            cfg = compose(config_name=module, overrides=chosen)
+        if module == "train":
+            check_config(cfg)
+        if module == "reproduce":
+            seeds = cfg.seeds if isinstance(cfg.seeds, int) else list(cfg.seeds)
+            checked_request(cfg.scale, list(cfg.overrides), cfg.source, seeds, cfg.jobs)
+            for claim in cfg.claims:
+                claim_config(claim, cfg.scale, [*cfg.overrides, "trainer.seed=0"])
+    elif module == "compare":
+        assert all(key in compare.OPTIONS for key, sep, _ in (a.partition("=") for a in args) if sep), command
+    elif module == "pretrained":
+        assert set(args) <= set(pretrained.SOURCES), command
+    elif module == "convert":
+        assert len(args) == 2, command
+    else:
+        assert module in {"probe"}, f"{where}: unknown command {command}"
+
+
+def test_no_page_cites_a_file_outside_the_repository():
+    for path in [*PAGES, *(ROOT / "minicl").rglob("*.py"), *(ROOT / "conf").rglob("*.yaml")]:
+        assert "DESIGN.md" not in path.read_text(), path
