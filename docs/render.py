@@ -11,7 +11,8 @@ A block in a markdown file is
 
 with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
-sweep's JSON as its errors at every swept value; any other JSON
+sweep's JSON as its errors at every swept value, a shipped model's record as its errors at
+k = d/2, d, 2d; any other JSON
 is a table of measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as
 it stands, with its source (the machine and the command that measured it) below.
 """
@@ -56,6 +57,8 @@ def claims_table(claims: list[dict], view: str) -> str:
             transformer = " / ".join(f"{x['errors']['transformer'][k][0]:.3f}" for x in shown)
             comparators = "; ".join(f"{m} " + " / ".join(f"{error_at(x, m, k):.3f}" for x in shown)
                                     for m in COMPARATORS[name] if m == "best Lasso" or m in shown[0]["errors"])
+            if "ratio" in shown[0]:  # reported beside the criterion: the transformer's error over the comparator's
+                comparators += f"; transformer / {shown[0]['ratio']['to']} " + " / ".join(f"{x['ratio']['value']:.2f}" for x in shown)
             minutes = " / ".join(f"{x['train_seconds'] / 60:.0f}" for x in shown)
             verdict = ("holds" if r["holds"] else "does not hold") if r else holds
             first = f"{LETTERS[name]} {name}, d = {c['n_dims']}" if r is None or r is c["runs"][0] else ""
@@ -77,12 +80,25 @@ def sweep_table(out: dict) -> str:
                                                       f"`python -m minicl.explore run={out['run']} sweep={out['sweep']}`.\n")
 
 
+def shipped_table(record: dict) -> str:
+    """A shipped model's record (minicl/shipped/<name>.json): every model's error at k = d/2, d, 2d."""
+    d, n, ev = record["n_dims"], record["n_points"], record["evaluation"]
+    ks = sorted({max(1, d // 2), d, min(2 * d, n - 1)})
+    rows = [[m, *(f"{e['mean'][k]:.3f} [{e['lo'][k]:.3f}, {e['hi'][k]:.3f}]" for k in ks)] for m, e in ev["models"].items()]
+    machine = record["machine"]
+    return markdown(["model", *(f"k = {k}" for k in ks)], rows) + (
+        f"\n{ev['n_prompts']} prompts of the {ev['setting']} setting, 5-95% bootstrap bands; trained by `{record['command']}` "
+        f"in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} ({machine['kernels']} kernels), torch {machine['torch']}.\n")
+
+
 def render(path: str, view: str | None) -> str:
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")
     if "sweep" in data:  # explore's <sweep>.json
         return sweep_table(data)
+    if "evaluation" in data:  # a shipped model's record
+        return shipped_table(data)
     return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")
 
 

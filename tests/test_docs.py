@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Transformer
 
 from minicl import compare, pretrained
 from minicl.config import CONF, check_config, register_schemas
@@ -35,6 +36,7 @@ def test_every_committed_table_is_its_jsons_rendering():
 def test_a_table_edited_by_hand_or_a_changed_result_is_caught(tmp_path):
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "minicl" / "shipped", tmp_path / "minicl" / "shipped")
     render = load_render(tmp_path)
     page = next(p for p in render.pages() if render.BLOCK.search(p.read_text()))
     text = page.read_text()
@@ -88,7 +90,8 @@ def test_every_documented_command_splits_and_composes(where, command):
     if module in HYDRA_APPS:
         overrides = OverridesParser.create().parse_overrides(args)  # Hydra's grammar: quoting, sweeps, lists
         chosen = [o.input_line for o in overrides if not o.is_sweep_override()]
-        chosen += [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" for o in overrides if o.is_sweep_override()]
+        chosen += [f"{o.get_key_element()}={next(o.sweep_iterator(transformer=Transformer.encode))}"  # a sweep's first job
+                   for o in overrides if o.is_sweep_override()]
         chosen = [o for o in chosen if not o.lstrip("+~").startswith("hydra")]  # Hydra's own settings: parsed above
         register_schemas()
         with initialize_config_dir(config_dir=str(CONF), version_base=None):
