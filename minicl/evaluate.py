@@ -60,14 +60,27 @@ def plot_setting(name: str, s: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+COLORS = {  # one colour per model in every figure, so that a colour means the same in every panel
+    "transformer": "C0", "least_squares": "C1", "knn_3": "C2", "averaging": "C3", "gd_2nn": "C4", "xgboost": "C5",
+    "decision_tree": "C6", "decision_tree_4": "C7", "bayes_sparse": "C8", "ridge": "C9", "dmmse": "C6",
+    "lasso_1": "#c7e9c0", "lasso_1e-1": "#74c476", "lasso_1e-2": "#31a354", "lasso_1e-3": "#006d2c", "lasso_1e-4": "#00441b",
+    **{arch: f"C{i}" for i, arch in enumerate(("linear_attention", "lstm", "mamba"), start=7)},
+}
+
+
+def model_color(name: str) -> str:
+    """The model's colour (COLORS; other names by a stable hash into a palette of their own)."""
+    return COLORS.get(name) or ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"][sum(map(ord, name)) % 5]
+
+
 def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> None:
     """Error (or accuracy) against k with bootstrap bands, one line per model (all by default),
     and the trivial predictor's level."""
     for model in models or list(s["models"]):
         m = s["models"][model]
         k = range(len(m["mean"]))
-        (line,) = ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2)
-        ax.fill_between(k, m["lo"], m["hi"], color=line.get_color(), alpha=0.2)
+        ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2, color=model_color(model))
+        ax.fill_between(k, m["lo"], m["hi"], color=model_color(model), alpha=0.2)
     ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance")
     ax.set_xlabel("in-context examples")
     ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")

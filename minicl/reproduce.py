@@ -44,11 +44,15 @@ from minicl.settings import setting_prompts
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
 
 
+# each condition: (k, what it asks, whether it holds, the transformer's error it must not pass, or None)
+Condition = tuple[int, str, bool, float | None]
+
+
 @dataclass(frozen=True)
 class Claim:
     statement: str
     shown: tuple[str, ...]  # the comparators drawn and tabulated beside the transformer
-    conditions: Callable[[Errors, dict, int, int], list[tuple[int, str, bool]]]  # (err, setting, d, n) -> [(k, condition, holds)]
+    conditions: Callable[[Errors, dict, int, int], list[Condition]]  # (err, setting, d, n) -> [(k, condition, holds, bound)]
     ratio_to: str | None = None  # reported, not judged: the transformer's error over this comparator's at the largest k read
 
 
@@ -56,35 +60,41 @@ def best_lasso(err: Errors, s: dict, k: int) -> float:
     return min(err(m, k) for m in s["models"] if m.startswith("lasso"))
 
 
-def linear_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+def below(err: Errors, k: int, text: str, bound: float, strictly: bool = False) -> Condition:
+    e = err("transformer", k)
+    return k, text, e < bound if strictly else e <= bound, bound
+
+
+def linear_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     half, twice = max(1, d // 2), min(2 * d, n - 1)
+    ls_half = err("least_squares", half)
     return [
-        (half, "within 0.05 of least squares (k = d/2)", abs(err("transformer", half) - err("least_squares", half)) <= 0.05),
-        (twice, "at most least squares + 0.05 (k = 2d)", err("transformer", twice) <= err("least_squares", twice) + 0.05),
+        (half, "within 0.05 of least squares (k = d/2)", abs(err("transformer", half) - ls_half) <= 0.05, ls_half + 0.05),
+        below(err, twice, "at most least squares + 0.05 (k = 2d)", err("least_squares", twice) + 0.05),
     ]
 
 
-def sparse_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+def sparse_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     half = max(1, d // 2)
     return [
-        (half, "at most half of least squares (k = d/2)", err("transformer", half) <= 0.5 * err("least_squares", half)),
-        (half, "at most the best Lasso + 0.1 (k = d/2)", err("transformer", half) <= best_lasso(err, s, half) + 0.1),
+        below(err, half, "at most half of least squares (k = d/2)", 0.5 * err("least_squares", half)),
+        below(err, half, "at most the best Lasso + 0.1 (k = d/2)", best_lasso(err, s, half) + 0.1),
     ]
 
 
-def relu_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+def relu_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     last = n - 1
     return [
-        (last, "at most the GD-trained net + 0.1 (largest k)", err("transformer", last) <= err("gd_2nn", last) + 0.1),
-        (last, "at most half of least squares (largest k)", err("transformer", last) <= 0.5 * err("least_squares", last)),
+        below(err, last, "at most the GD-trained net + 0.1 (largest k)", err("gd_2nn", last) + 0.1),
+        below(err, last, "at most half of least squares (largest k)", 0.5 * err("least_squares", last)),
     ]
 
 
-def tree_conditions(err: Errors, s: dict, d: int, n: int) -> list[tuple[int, str, bool]]:
+def tree_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     last = n - 1
     return [
-        (last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last]),
-        *((last, f"below {m} (largest k)", err("transformer", last) < err(m, last)) for m in ("xgboost", "decision_tree_4", "decision_tree")),
+        (last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last], None),
+        *(below(err, last, f"below {m} (largest k)", err(m, last), strictly=True) for m in ("xgboost", "decision_tree_4", "decision_tree")),
     ]
 
 
@@ -113,14 +123,14 @@ def verdict(name: str, metrics: dict) -> dict:
     claim, s = CLAIMS[name], metrics["settings"]["standard"]
     d, n = metrics["n_dims"], metrics["n_points"]
     conditions = claim.conditions(lambda model, k: s["models"][model]["mean"][k], s, d, n)
-    ks = sorted({k for k, _, _ in conditions})
+    ks = sorted({k for k, *_ in conditions})
     # keyed by str(k), as they read back from claims.json
     errors = {m: {str(k): [s["models"][m][key][k] for key in ("mean", "lo", "hi")] for k in ks} for m in shown(name, s)}
     return {
         "claim": name, "statement": claim.statement, "n_dims": d, "n_points": n, "ks": ks, "errors": errors,
         "trivial": {str(k): s["trivial"][k] for k in ks},
-        "conditions": [{"k": k, "condition": text, "holds": bool(ok)} for k, text, ok in conditions],
-        "holds": all(ok for _, _, ok in conditions),
+        "conditions": [{"k": k, "condition": text, "holds": bool(ok), "bound": bound} for k, text, ok, bound in conditions],
+        "holds": all(ok for _, _, ok, _ in conditions),
         **({"ratio": {"to": claim.ratio_to, "k": ks[-1], "value": s["models"]["transformer"]["mean"][ks[-1]]
                       / s["models"][claim.ratio_to]["mean"][ks[-1]]}} if claim.ratio_to in s["models"] else {}),
     }
@@ -410,6 +420,10 @@ def plot_curves(results: list[dict], out: Path) -> None:
                 level = sum(r["errors"][model][k][0] for r in c["runs"]) / len(c["runs"])
                 ax.axhline(level, color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
             ax.axhline(c["runs"][0]["trivial"][k], color="k", ls="--", lw=0.6)
+            bounds = [min(v["bound"] for v in r["conditions"] if v["k"] == int(k) and v.get("bound") is not None)
+                      for r in c["runs"] if any(v["k"] == int(k) and v.get("bound") is not None for v in r["conditions"])]
+            if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
+                ax.axhline(sum(bounds) / len(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this")
         top = max([*c["runs"][0]["trivial"].values(), *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs)])
         seeds = ", ".join(map(str, c["seeds"]))
         ax.set(title=f"{c['claim']}, seed{'s' * (len(c['seeds']) > 1)} {seeds} (black: predict 0)", xlabel="training step",
