@@ -12,7 +12,7 @@ A block in a markdown file is
 with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
 sweep's JSON as its errors at every swept value, a shipped model's record as its errors at
-k = d/2, d, 2d; any other JSON
+k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON
 is a table of measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as
 it stands, with its source (the machine and the command that measured it) below.
 """
@@ -91,12 +91,27 @@ def shipped_table(record: dict) -> str:
         f"in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} ({machine['kernels']} kernels), torch {machine['torch']}.\n")
 
 
+def benchmark_table(run: dict) -> str:
+    """A pytest-benchmark JSON of `pytest benchmarks/ --benchmark`: each check's minicl and reference times, and their ratio."""
+    def cell(info: dict, key: str) -> str:
+        return f"{info[key]:.4g} {info['unit']}" if info.get(key) is not None else "-"
+
+    rows = [[e["name"], cell(e, "minicl"), cell(e, "reference"), f"{e['ratio']:.2f}x" if e.get("ratio") else "-"]
+            for e in (b["extra_info"] for b in run["benchmarks"]) if "minicl" in e]
+    info = run["machine_info"]
+    machine = f"{info.get('cpu_kind', info['cpu']['brand_raw'])}, {info['cpu']['count']} cores"
+    return markdown(["benchmark", "minicl", "reference", "reference / minicl"], rows) + (
+        f"\n{machine}; commit {run['commit_info'].get('id', '?')[:7]}, {run['datetime'][:10]}.\n")
+
+
 def render(path: str, view: str | None) -> str:
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")
     if "sweep" in data:  # explore's <sweep>.json
         return sweep_table(data)
+    if "benchmarks" in data:  # pytest-benchmark's JSON
+        return benchmark_table(data)
     if "evaluation" in data:  # a shipped model's record
         return shipped_table(data)
     return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")

@@ -37,6 +37,7 @@ def test_a_table_edited_by_hand_or_a_changed_result_is_caught(tmp_path):
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copytree(ROOT / "minicl" / "shipped", tmp_path / "minicl" / "shipped")
+    shutil.copytree(ROOT / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
     render = load_render(tmp_path)
     page = next(p for p in render.pages() if render.BLOCK.search(p.read_text()))
     text = page.read_text()
