@@ -76,12 +76,15 @@ def model_color(name: str) -> str:
 def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> None:
     """Error (or accuracy) against k with bootstrap bands, one line per model (all by default),
     and the trivial predictor's level."""
+    from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
+
     for model in models or list(s["models"]):
         m = s["models"][model]
         k = range(len(m["mean"]))
         ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2, color=model_color(model))
         ax.fill_between(k, m["lo"], m["hi"], color=model_color(model), alpha=0.2)
     ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("in-context examples")
     ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")
     if s["metric"] != "accuracy":

@@ -392,10 +392,21 @@ def plot_claims(panels: dict[str, list[dict]], results: list[dict], out: Path) -
         save_figure(fig, out / f"claim_{r['claim']}.png")
 
 
+def runs_shown(c: dict) -> str:
+    """Where a claim's runs are, for a figure's title: OUT/<scale>/<claim>/seed{0,1,2} or pretrained:<claim>."""
+    first = c["runs"][0]["run"]
+    if len(c["runs"]) == 1:
+        return first
+    return f"{Path(first).parent}/seed{{{','.join(map(str, c['seeds']))}}}"
+
+
 def draw_claim(ax, settings: list[dict], r: dict, title: str) -> None:
     seeds = r["seeds"]
-    draw_setting(ax, settings[0], f"{title}\nseed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
-                 + (f" (comparators on seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""), shown(r["claim"], settings[0]))
+    draw_setting(ax, settings[0], f"{title}\n{runs_shown(r)}" + (f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""),
+                 shown(r["claim"], settings[0]))
+    ax.title.set_fontsize(8)
+    if len(seeds) > 1:
+        next(line for line in ax.get_lines() if line.get_label() == "transformer").set_label(f"transformer, seed {seeds[0]}")
     for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
         ax.plot(s["models"]["transformer"]["mean"], color="C0", lw=1.2, ls=("--", ":", "-.")[i % 3], label=f"transformer, seed {seed}")
     for k in r["ks"]:
@@ -425,9 +436,9 @@ def plot_curves(results: list[dict], out: Path) -> None:
             if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
                 ax.axhline(sum(bounds) / len(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this")
         top = max([*c["runs"][0]["trivial"].values(), *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs)])
-        seeds = ", ".join(map(str, c["seeds"]))
-        ax.set(title=f"{c['claim']}, seed{'s' * (len(c['seeds']) > 1)} {seeds} (black: predict 0)", xlabel="training step",
+        ax.set(title=f"{c['claim']}: {runs_shown(c)} (black: predict 0)", xlabel="training step",
                ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
+        ax.title.set_fontsize(8)
         ax.legend(fontsize=6)
     save_figure(fig, out / "training.png", dpi=100)
 
