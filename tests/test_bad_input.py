@@ -108,7 +108,7 @@ def test_bad_input(case, compose_cfg, tmp_path):
     ((2, 5, 3), (2, 5), torch.long, "floating point"),
 ])
 def test_every_baseline_rejects_bad_prompts(name, xs_shape, ys_shape, dtype, match):
-    needed = {"ridge": {"lam": 1.0}, "dmmse": {"pool": torch.randn(4, 3)}}  # parameters without defaults
+    needed = {"ridge": {"lam": 1.0}, "dmmse": {"pool": torch.randn(4, 3)}, "bayes_sparse": {"sparsity": 2}}  # parameters without defaults
     baseline = build_baseline(name, **needed.get(name, {}))
     with pytest.raises(ValueError, match=match):
         baseline(torch.randn(*xs_shape), torch.randn(*ys_shape).to(dtype))
