@@ -23,7 +23,7 @@ import numpy as np
 
 from minicl.checkpoint import read_run
 from minicl.common import STATE, pyplot, save_figure
-from minicl.evaluate import evaluate_run, table_ks
+from minicl.evaluate import evaluate_run, model_color, table_ks
 from minicl.model import MODELS
 from minicl.rundir import RESUMABLE_CHANGES, migrated, read_log
 
@@ -241,24 +241,26 @@ def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
 
 def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(settings), figsize=(7 * len(settings), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(9 * len(settings), 4.5), squeeze=False)
+    where = os.path.commonpath([str(r) for runs in groups.values() for r in runs])
     for ax, setting in zip(axes[0], settings):
-        for label, runs in groups.items():
+        for color, (label, runs) in zip(plt.cm.Dark2.colors * 4, groups.items()):  # the runs: solid, a palette of their own
             errors = trained_errors(runs, metrics, setting)
             if not errors:
                 continue
             k, (mean, lo, hi) = np.arange(len(errors[0])), (f(np.stack(errors), 0) for f in (np.mean, np.min, np.max))
-            (line,) = ax.plot(k, mean, lw=1.6, label=label)
-            ax.fill_between(k, lo, hi, color=line.get_color(), alpha=0.2)
+            ax.plot(k, mean, lw=1.8, label=label, color=color)
+            ax.fill_between(k, lo, hi, color=color, alpha=0.2)
         reference = next(metrics[r] for runs in groups.values() for r in runs if setting in metrics[r]["settings"])
         s = reference["settings"][setting]
-        for name, m in s["models"].items():
+        for name, m in s["models"].items():  # the baselines: dashed, each in its colour of every figure
             if name not in MODELS:
-                ax.plot(m["mean"], "--", lw=1, label=name)
+                ax.plot(m["mean"], "--", lw=1, label=name, color=model_color(name))
         ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
         ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=(0, 1.25 * s["trivial"][0]),
-               title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}")
-        ax.legend(fontsize=6)
+               title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {where}")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no curve hidden
     save_figure(fig, path)
 
 
