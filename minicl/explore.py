@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from minicl.checkpoint import model_from_state, output_dir, read_run
 from minicl.common import predict_in_batches, pyplot, resolve_device, save_figure, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
-from minicl.evaluate import default_baselines, load_baselines, summarise
+from minicl.evaluate import default_baselines, load_baselines, model_color, summarise
 from minicl.model import MODELS
 from minicl.probe import probe_run
 from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
@@ -119,8 +119,8 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
         mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
         lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
         hi = [r["models"][name]["hi"][k] for r, k in zip(results, ks)]
-        (line,) = ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3)
-        ax.fill_between(values, lo, hi, color=line.get_color(), alpha=0.2)
+        ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3, color=model_color(name))
+        ax.fill_between(values, lo, hi, color=model_color(name), alpha=0.2)
     if sweep == "length":
         ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
     ax.axhline(1.0, color="k", ls="--", lw=1, label="predict 0")
@@ -149,8 +149,8 @@ def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
     for ax, r in zip(axes.flat, shown):
         for name in models:
             m = r["models"][name]
-            ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name)
-            ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], alpha=0.2)
+            ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name, color=model_color(name))
+            ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=model_color(name), alpha=0.2)
         ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
         ax.set_ylim(0, max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for name in models)))
     for ax in axes.flat[len(shown):]:
