@@ -136,7 +136,7 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
         k = min(first["n_dims"], n_points - 1)
         values = {label: flatten(configs[members[0]])[swept[0]] for label, members in groups.items()}
         at_k = errors_at(groups, metrics, settings, k)
-        plot_sweep(swept[0], values, at_k, k, out / "sweep.png")
+        plot_sweep(swept[0], values, at_k, k, runs_dir(groups), out / "sweep.png")
         table += "\n\n" + format_sweep(at_k, k)
     (out / "table.md").write_text(table + "\n")
     print(table)
@@ -198,12 +198,13 @@ def format_sweep(at_k: dict, k: int) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(key: str, values: dict, at_k: dict, k: int, path: Path) -> None:
+def plot_sweep(key: str, values: dict, at_k: dict, k: int, where: str, path: Path) -> None:
     """Error at k against the swept value, a panel per setting; groups without a number (null)
-    are drawn as horizontal lines."""
+    are drawn as horizontal lines. The runs' own models are solid and black, the baselines dashed
+    in their fixed colours; `where` (the runs' directory) goes in the title."""
     plt = pyplot()
     settings = list(dict.fromkeys(s for per_setting in at_k.values() for s in per_setting))
-    fig, axes = plt.subplots(1, len(settings), figsize=(6.5 * len(settings), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(8 * len(settings), 4.5), squeeze=False)
     numeric = [label for label, v in values.items() if isinstance(v, (int, float))]
     xs = [values[label] for label in numeric]
     for ax, setting in zip(axes[0], settings):
@@ -213,18 +214,24 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, path: Path) -> None:
             x, runs = [p[0] for p in points], [p[1] for p in points]
             mean = [np.mean(r) for r in runs]
             if model == TRAINED:
-                (line,) = ax.plot(x, mean, "o-", lw=2, label=model)
-                ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color=line.get_color(), alpha=0.2)
+                ax.plot(x, mean, "o-", lw=2, label=model, color="k")
+                ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color="k", alpha=0.15)
             else:
-                ax.plot(x, mean, ".--", lw=1, label=model)
+                ax.plot(x, mean, ".--", lw=1, label=model, color=model_color(model))
         for label, v in values.items():
             if label not in numeric and TRAINED in at_k[label].get(setting, {}):
-                ax.axhline(np.mean(at_k[label][setting][TRAINED]), color="k", ls=":", lw=1.2, label=f"{TRAINED}, {label}")
+                ax.axhline(np.mean(at_k[label][setting][TRAINED]), color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}")
         if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
             ax.set_xscale("log", base=2)
-        ax.set(xlabel=key, ylabel=f"error at k = {k}", title=SETTINGS[setting])
-        ax.legend(fontsize=7)
+        ax.set(xlabel=key, ylabel=f"error at k = {k}", title=f"{SETTINGS[setting]}\nruns in {where}")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     save_figure(fig, path)
+
+
+def runs_dir(groups: dict[str, list[Path]]) -> str:
+    """The directory that holds all the runs, for the figures' titles."""
+    return os.path.commonpath([str(r) for runs in groups.values() for r in runs])
 
 
 def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
@@ -242,7 +249,7 @@ def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
 def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(settings), figsize=(9 * len(settings), 4.5), squeeze=False)
-    where = os.path.commonpath([str(r) for runs in groups.values() for r in runs])
+    where = runs_dir(groups)
     for ax, setting in zip(axes[0], settings):
         for color, (label, runs) in zip(plt.cm.Dark2.colors * 4, groups.items()):  # the runs: solid, a palette of their own
             errors = trained_errors(runs, metrics, setting)
