@@ -145,14 +145,16 @@ def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
     models = list(shown[0]["models"])
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
-    fig, axes = pyplot().subplots(rows, cols, figsize=(3 * cols, 2.4 * rows), squeeze=False, sharey=True)
+    trained = [name for name in models if name in MODELS] or models  # every point of the model shown; baselines may leave the axes
+    top = max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for r in shown for name in trained))
+    fig, axes = pyplot().subplots(rows, cols, figsize=(max(6, 3 * cols), max(4, 2.4 * rows)), squeeze=False, sharey=True)
+    axes[0, 0].set_ylim(0, top)  # shared by every panel
     for ax, r in zip(axes.flat, shown):
         for name in models:
             m = r["models"][name]
             ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name, color=model_color(name))
             ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=model_color(name), alpha=0.2)
         ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
-        ax.set_ylim(0, max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for name in models)))
     for ax in axes.flat[len(shown):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
