@@ -248,6 +248,7 @@ def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
 
 def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
     fig, axes = plt.subplots(1, len(settings), figsize=(9 * len(settings), 4.5), squeeze=False)
     where = runs_dir(groups)
     for ax, setting in zip(axes[0], settings):
@@ -264,6 +265,7 @@ def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
             if name not in MODELS:
                 ax.plot(m["mean"], "--", lw=1, label=name, color=model_color(name))
         ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=(0, 1.25 * s["trivial"][0]),
                title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {where}")
         ax.title.set_fontsize(9)
