@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from minicl.reproduce import CLAIMS, claim_config, evaluated, format_verdicts, reproduce, verdict
+from minicl.reproduce import CLAIMS, claim_baselines, claim_config, evaluated, format_verdicts, reproduce, verdict
 from minicl.train import train
 from tests.helpers import SHORT, assert_final_eval_is_the_models
 
@@ -64,6 +64,7 @@ def test_every_claim_config_composes_and_trains(claim, tmp_path):
     assert cfg.trainer.amp is False  # fp32, as the paper
     train(cfg, tmp_path)
     assert_final_eval_is_the_models(tmp_path)
+    assert sorted(claim_baselines(claim, tmp_path)) == sorted(CLAIMS[claim].shown)  # each in its task's baseline set
 
 
 def test_reproduce_trains_each_seed_side_by_side_judges_and_reuses_finished_runs(tmp_path, capsys):
