@@ -4,14 +4,14 @@
 The paper's four headline claims, each a run per seed, a comparison and a verdict: trains each
 claim's run on each seed that is missing (a finished run in its directory is reused, an
 interrupted one resumed; `jobs` runs side by side, each on its share of the cores), evaluates it
-on fresh prompts of the standard setting (its seed's) with its task's baselines (bootstrap
-bands), reads the transformer's error at the criteria's k from the run's snapshots (how far
-training got, and when), and writes OUT/<scale>/claims.json, one figure per claim, a combined one
-and training.png, and prints the table: each seed's verdict, and on how many seeds each claim
+on fresh prompts of the standard setting (its seed's) against the comparators the claim shows
+(bootstrap bands), reads the transformer's error at the criteria's k from the run's snapshots (how
+far training got, and when), and writes OUT/<scale>/claims.json, one figure per claim, a combined
+one and training.png, and prints the table: each seed's verdict, and on how many seeds each claim
 holds. `scale=cpu` runs `experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the
-task's defaults (standard model, 500k steps), meant for a GPU. `source=pretrained` trains
-nothing: it judges the claim models shipped with minicl (minicl.pretrained), the CPU-size runs
-of seed 0, in about 5 minutes on 2 cores (mostly the tree claim's baselines).
+task's defaults (standard model, 500k steps), meant for a GPU. `source=pretrained` trains nothing:
+it judges the claim models shipped with minicl (minicl.pretrained), the CPU-size runs of seed 0,
+in about 5 minutes on 2 cores (mostly the tree claim's baselines).
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
 at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
