@@ -11,7 +11,7 @@ one and training.png, and prints the table: each seed's verdict, and on how many
 holds. `scale=cpu` runs `experiment=claim_<task>` (sized for 2 CPU cores); `scale=paper` the
 task's defaults (standard model, 500k steps), meant for a GPU. `source=pretrained` trains nothing:
 it judges the claim models shipped with minicl (minicl.pretrained), the CPU-size runs of seed 0,
-in about 5 minutes on 2 cores (mostly the tree claim's baselines).
+in about 4 minutes on 2 cores (mostly the tree claim's baselines).
 
 Each criterion is fixed here, in code, before any run: a comparison of mean normalised errors
 at named k, chosen from the paper's Figure 2 (and its appendix figures for trees and ReLU nets).
