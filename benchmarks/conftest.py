@@ -31,7 +31,9 @@ def machine_name() -> str:
 def cpu_kind() -> str:
     """The CPU model and the flags that decide minicl's CPU precision (bf16 needs avx512_bf16 or amx)."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    fields = {
+        key.strip(): value.strip() for key, value in (line.split(":", 1) for line in info.splitlines() if ":" in line)
+    }
     flags = set(fields.get("flags", "").split())
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
     return f"{fields.get('model name') or platform.processor() or 'unknown CPU'} [{' '.join(shown) or 'none of avx2/avx512/amx'}]"
@@ -80,6 +82,9 @@ def pytest_terminal_summary(terminalreporter):
     for r in ROWS:
         ref = f"{r['reference']:.4g}" if r["reference"] else "-"
         ratio = f"{r['ratio']:.2f}x" if r["ratio"] else "-"
-        notes = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()
-                          if k not in ("name", "minicl", "reference", "unit", "ratio"))
+        notes = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("name", "minicl", "reference", "unit", "ratio")
+        )
         tr.write_line(f"{r['name']:58} {r['minicl']:>10.4g}{r['unit']:>2} {ref:>12} {ratio:>8}  {notes}")

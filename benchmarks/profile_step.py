@@ -24,8 +24,15 @@ def minicl_step(size: str, device: torch.device, amp: bool, compile_mode: str | 
     model = Transformer(ModelConfig(D, 101, width, layers, heads)).to(device)
     task = build_task("linear", n_dims=D)
     sampler = PromptSampler(task, N, make_generators(0, device))
-    step = TrainStep(model, make_optimizer(model, 1e-4), task, N, compile=compile_mode is not None, amp=amp,
-                     compile_mode=compile_mode or "default")
+    step = TrainStep(
+        model,
+        make_optimizer(model, 1e-4),
+        task,
+        N,
+        compile=compile_mode is not None,
+        amp=amp,
+        compile_mode=compile_mode or "default",
+    )
     return lambda: step(*sampler.sample(BATCH), N)
 
 

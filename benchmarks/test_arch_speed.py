@@ -40,5 +40,11 @@ def test_architecture_step_against_the_transformer(benchmark, report, arch):
         reference()
         ref_s += seconds_per_step(reference, 10) / 3
     benchmark.pedantic(ours, rounds=5, iterations=1)
-    report(f"train step {arch} vs transformer (quick size, fp32)", ours_s * 1e3, ref_s * 1e3, unit="ms",
-           parameters=params, transformer_parameters=ref_params)
+    report(
+        f"train step {arch} vs transformer (quick size, fp32)",
+        ours_s * 1e3,
+        ref_s * 1e3,
+        unit="ms",
+        parameters=params,
+        transformer_parameters=ref_params,
+    )

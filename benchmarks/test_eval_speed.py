@@ -115,10 +115,17 @@ def test_gd_2nn_against_module_loop(benchmark, report):
 
 
 def task_cfg(name: str, n_points: int):
-    cfg = OmegaConf.to_container(OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "task", f"{name}.yaml")))
+    cfg = OmegaConf.to_container(
+        OmegaConf.load(os.path.join(os.path.dirname(__file__), "..", "conf", "task", f"{name}.yaml"))
+    )
     cfg.pop("defaults")
     cfg |= {"w_scale": 1.0, "num_tasks": None, "num_training_examples": None}
-    cfg.setdefault("sparsity", 3), cfg.setdefault("noise_std", 1.0), cfg.setdefault("hidden", 100), cfg.setdefault("depth", 4)
+    (
+        cfg.setdefault("sparsity", 3),
+        cfg.setdefault("noise_std", 1.0),
+        cfg.setdefault("hidden", 100),
+        cfg.setdefault("depth", 4),
+    )
     cfg["curriculum"]["points"]["end"] = n_points
     return cfg
 
@@ -140,7 +147,13 @@ def test_lasso_five_alphas(benchmark, report):
     for a in (1, 0.1, 0.01, 0.001, 0.0001):
         loop(sklearn_lasso(a), xs[:8], ys[:8])
     loop_s = (time.perf_counter() - start) * 1280 / 8
-    report("lasso, 5 alphas, 1280 prompts x 41 prefixes", benchmark.stats.stats.min, loop_s, target_s=15.0, loop="scaled from 8 prompts")
+    report(
+        "lasso, 5 alphas, 1280 prompts x 41 prefixes",
+        benchmark.stats.stats.min,
+        loop_s,
+        target_s=15.0,
+        loop="scaled from 8 prompts",
+    )
 
 
 def test_decision_tree_suite(benchmark, report, tmp_path):
@@ -150,5 +163,10 @@ def test_decision_tree_suite(benchmark, report, tmp_path):
     cfg = task_cfg("decision_tree", 101)
     run = lambda: evaluate(cfg, load_baselines(default_baselines(cfg)), tmp_path, n_prompts=n_prompts, progress=False)
     benchmark.pedantic(run, rounds=1, iterations=1)
-    report(f"suite decision_tree incl. xgboost, 101 points, {n_prompts} prompts", benchmark.stats.stats.min, None,
-           target_s=1800.0 * n_prompts / 1280, scaled_to_1280_s=benchmark.stats.stats.min * 1280 / n_prompts)
+    report(
+        f"suite decision_tree incl. xgboost, 101 points, {n_prompts} prompts",
+        benchmark.stats.stats.min,
+        None,
+        target_s=1800.0 * n_prompts / 1280,
+        scaled_to_1280_s=benchmark.stats.stats.min * 1280 / n_prompts,
+    )

@@ -29,6 +29,12 @@ def test_quick_run(benchmark, report, tmp_path):
     for _ in range(200):
         original_step(model, opt, 64, 21, 5, "cpu")
     reference = (time.perf_counter() - start) * cfg.trainer.steps / 200
-    report("quick run end to end (8000 steps, CPU)", wall, reference, error_at_2d=final["transformer"],
-           least_squares=final["least_squares"], reference_note="original loop, 200 steps scaled")
+    report(
+        "quick run end to end (8000 steps, CPU)",
+        wall,
+        reference,
+        error_at_2d=final["transformer"],
+        least_squares=final["least_squares"],
+        reference_note="original loop, 200 steps scaled",
+    )
     assert final["transformer"] <= 0.1

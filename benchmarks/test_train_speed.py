@@ -17,11 +17,23 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # (compile mode or None for eager, amp) variants of minicl's step. CPU: eager fp32, and eager bf16
 # where the CPU has native bf16 (what trainer.amp=null chooses there, common.bf16_is_fast). CUDA: eager
 # and compiled in fp32 and bf16, and the bf16 step under the other compile modes.
-VARIANTS = [(None, False)] + ([
-    ("default", False), (None, True), ("default", True), ("max-autotune-no-cudagraphs", True), ("reduce-overhead", True),
-] if DEVICE.type == "cuda" else [(None, True)] if bf16_is_fast(DEVICE) else [])
+VARIANTS = [(None, False)] + (
+    [
+        ("default", False),
+        (None, True),
+        ("default", True),
+        ("max-autotune-no-cudagraphs", True),
+        ("reduce-overhead", True),
+    ]
+    if DEVICE.type == "cuda"
+    else [(None, True)]
+    if bf16_is_fast(DEVICE)
+    else []
+)
 CPU_DEFAULT = (None, bf16_is_fast(DEVICE))  # the fastest CPU step: `trainer.device=cpu trainer.amp=null`
-STEPS = {"cpu": {"tiny": 20, "small": 6, "standard": 3}, "cuda": {"tiny": 100, "small": 100, "standard": 100}}[DEVICE.type]
+STEPS = {"cpu": {"tiny": 20, "small": 6, "standard": 3}, "cuda": {"tiny": 100, "small": 100, "standard": 100}}[
+    DEVICE.type
+]
 
 
 def sync():
@@ -61,12 +73,20 @@ def test_training_step(benchmark, report, size, mode, amp):
     benchmark.pedantic(step, rounds=n, iterations=1)
     report(
         f"train step {size} ({mode or 'eager'}, {'bf16' if amp else 'fp32'}) on {DEVICE.type}",
-        minicl_s * 1e3, ref_s * 1e3, unit="ms", compile_s=max(first - minicl_s, 0.0),
-        steps_per_s=1 / minicl_s, tokens_per_s=BATCH * 2 * N / minicl_s,
+        minicl_s * 1e3,
+        ref_s * 1e3,
+        unit="ms",
+        compile_s=max(first - minicl_s, 0.0),
+        steps_per_s=1 / minicl_s,
+        tokens_per_s=BATCH * 2 * N / minicl_s,
     )
-    assert minicl_s < ref_s, f"minicl {minicl_s * 1e3:.1f} ms per step is not faster than the reference {ref_s * 1e3:.1f} ms"
+    assert minicl_s < ref_s, (
+        f"minicl {minicl_s * 1e3:.1f} ms per step is not faster than the reference {ref_s * 1e3:.1f} ms"
+    )
     if DEVICE.type == "cpu" and size == "small" and (mode, amp) == CPU_DEFAULT:  # the speed issue's CPU target
-        assert ref_s / minicl_s >= 1.5, f"the default CPU step runs {ref_s / minicl_s:.2f}x the reference's steps/s, target 1.5x"
+        assert ref_s / minicl_s >= 1.5, (
+            f"the default CPU step runs {ref_s / minicl_s:.2f}x the reference's steps/s, target 1.5x"
+        )
 
 
 def test_cpu_gelu_against_aten(benchmark, report):
@@ -82,5 +102,11 @@ def test_cpu_gelu_against_aten(benchmark, report):
         aten_s += timed(aten, 20) / 3
         ours_s += timed(ours, 20) / 3
     benchmark.pedantic(ours, rounds=20, iterations=1)
-    report("GELU fwd+bwd (64, 82, 512) on cpu: TanhGELU vs ATen tanh", ours_s * 1e3, aten_s * 1e3, unit="ms",
-           capability=torch.backends.cpu.get_cpu_capability(), model_uses="TanhGELU" if SIGMOID_GELU else "ATen")
+    report(
+        "GELU fwd+bwd (64, 82, 512) on cpu: TanhGELU vs ATen tanh",
+        ours_s * 1e3,
+        aten_s * 1e3,
+        unit="ms",
+        capability=torch.backends.cpu.get_cpu_capability(),
+        model_uses="TanhGELU" if SIGMOID_GELU else "ATen",
+    )

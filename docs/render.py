@@ -55,16 +55,38 @@ def claims_table(claims: list[dict], view: str) -> str:
         for r in runs:
             shown = [r] if r else c["runs"]
             transformer = " / ".join(f"{x['errors']['transformer'][k][0]:.3f}" for x in shown)
-            comparators = "; ".join(f"{m} " + " / ".join(f"{error_at(x, m, k):.3f}" for x in shown)
-                                    for m in COMPARATORS[name] if m == "best Lasso" or m in shown[0]["errors"])
+            comparators = "; ".join(
+                f"{m} " + " / ".join(f"{error_at(x, m, k):.3f}" for x in shown)
+                for m in COMPARATORS[name]
+                if m == "best Lasso" or m in shown[0]["errors"]
+            )
             if "ratio" in shown[0]:  # reported beside the criterion: the transformer's error over the comparator's
-                comparators += f"; transformer / {shown[0]['ratio']['to']} " + " / ".join(f"{x['ratio']['value']:.2f}" for x in shown)
+                comparators += f"; transformer / {shown[0]['ratio']['to']} " + " / ".join(
+                    f"{x['ratio']['value']:.2f}" for x in shown
+                )
             minutes = " / ".join(f"{x['train_seconds'] / 60:.0f}" for x in shown)
             verdict = ("holds" if r["holds"] else "does not hold") if r else holds
             first = f"{LETTERS[name]} {name}, d = {c['n_dims']}" if r is None or r is c["runs"][0] else ""
-            rows.append([first, *([r["seed"]] if r else [", ".join(map(str, c["seeds"]))]), k, transformer, comparators,
-                         f"**{verdict}**", minutes])
-    columns = ["claim", "seed" if view == "seeds" else "seeds", "k", "transformer", "comparators", "verdict", "train min"]
+            rows.append(
+                [
+                    first,
+                    *([r["seed"]] if r else [", ".join(map(str, c["seeds"]))]),
+                    k,
+                    transformer,
+                    comparators,
+                    f"**{verdict}**",
+                    minutes,
+                ]
+            )
+    columns = [
+        "claim",
+        "seed" if view == "seeds" else "seeds",
+        "k",
+        "transformer",
+        "comparators",
+        "verdict",
+        "train min",
+    ]
     machines = sorted({r.get("machine", "") for c in claims for r in c["runs"]} - {""})
     source = f"\nMachine: {'; '.join(machines)}.\n" if machines else ""
     return markdown(columns, rows) + source
@@ -73,35 +95,53 @@ def claims_table(claims: list[dict], view: str) -> str:
 def sweep_table(out: dict) -> str:
     """An explore sweep's JSON: each model's error / signal at k for every swept value."""
     models = list(out["results"][0]["models"])
-    rows = [[f"{r['value']:g}", *(f"{r['models'][m]['mean'][int(r['value']) if out['sweep'] == 'length' else out['k']]:.3f}"
-                                   for m in models)] for r in out["results"]]
+    rows = [
+        [
+            f"{r['value']:g}",
+            *(
+                f"{r['models'][m]['mean'][int(r['value']) if out['sweep'] == 'length' else out['k']]:.3f}"
+                for m in models
+            ),
+        ]
+        for r in out["results"]
+    ]
     at = "k = the value" if out["sweep"] == "length" else f"k = {out['k']}"
-    return markdown([out["sweep"], *models], rows) + (f"\nError / signal at {at}, {out['n_prompts']} prompts per value: "
-                                                      f"`python -m minicl.explore run={out['run']} sweep={out['sweep']}`.\n")
+    return markdown([out["sweep"], *models], rows) + (
+        f"\nError / signal at {at}, {out['n_prompts']} prompts per value: "
+        f"`python -m minicl.explore run={out['run']} sweep={out['sweep']}`.\n"
+    )
 
 
 def shipped_table(record: dict) -> str:
     """A shipped model's record (minicl/shipped/<name>.json): every model's error at k = d/2, d, 2d."""
     d, n, ev = record["n_dims"], record["n_points"], record["evaluation"]
     ks = sorted({max(1, d // 2), d, min(2 * d, n - 1)})
-    rows = [[m, *(f"{e['mean'][k]:.3f} [{e['lo'][k]:.3f}, {e['hi'][k]:.3f}]" for k in ks)] for m, e in ev["models"].items()]
+    rows = [
+        [m, *(f"{e['mean'][k]:.3f} [{e['lo'][k]:.3f}, {e['hi'][k]:.3f}]" for k in ks)] for m, e in ev["models"].items()
+    ]
     machine = record["machine"]
     return markdown(["model", *(f"k = {k}" for k in ks)], rows) + (
         f"\n{ev['n_prompts']} prompts of the {ev['setting']} setting, 5-95% bootstrap bands; trained by `{record['command']}` "
-        f"in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} ({machine['kernels']} kernels), torch {machine['torch']}.\n")
+        f"in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} ({machine['kernels']} kernels), torch {machine['torch']}.\n"
+    )
 
 
 def benchmark_table(run: dict) -> str:
     """A pytest-benchmark JSON of `pytest benchmarks/ --benchmark`: each check's minicl and reference times, and their ratio."""
+
     def cell(info: dict, key: str) -> str:
         return f"{info[key]:.4g} {info['unit']}" if info.get(key) is not None else "-"
 
-    rows = [[e["name"], cell(e, "minicl"), cell(e, "reference"), f"{e['ratio']:.2f}x" if e.get("ratio") else "-"]
-            for e in (b["extra_info"] for b in run["benchmarks"]) if "minicl" in e]
+    rows = [
+        [e["name"], cell(e, "minicl"), cell(e, "reference"), f"{e['ratio']:.2f}x" if e.get("ratio") else "-"]
+        for e in (b["extra_info"] for b in run["benchmarks"])
+        if "minicl" in e
+    ]
     info = run["machine_info"]
     machine = f"{info.get('cpu_kind', info['cpu']['brand_raw'])}, {info['cpu']['count']} cores"
     return markdown(["benchmark", "minicl", "reference", "reference / minicl"], rows) + (
-        f"\n{machine}; commit {run['commit_info'].get('id', '?')[:7]}, {run['datetime'][:10]}.\n")
+        f"\n{machine}; commit {run['commit_info'].get('id', '?')[:7]}, {run['datetime'][:10]}.\n"
+    )
 
 
 def render(path: str, view: str | None) -> str:

@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from minicl import ICLRegressor
 
+
 def linear(noise: float, n: int = 400, d: int = 10, seed: int = 0):
     """y = x . w for x, w ~ N(0, I), plus noise of `noise` times the signal's variance."""
     rng = np.random.default_rng(seed)
@@ -27,7 +28,10 @@ def linear(noise: float, n: int = 400, d: int = 10, seed: int = 0):
 DATASETS = {  # name: (X, y, what it is)
     "diabetes": (*load_diabetes(return_X_y=True), "442 patients, 10 features, disease progression"),
     "linnerud": (load_linnerud().data, load_linnerud().target[:, 0], "20 athletes, 3 exercises, body weight (lb)"),
-    "friedman1": (*make_friedman1(n_samples=400, noise=1.0, random_state=0), "generated: 400 rows, 10 features (5 used), nonlinear"),
+    "friedman1": (
+        *make_friedman1(n_samples=400, noise=1.0, random_state=0),
+        "generated: 400 rows, 10 features (5 used), nonlinear",
+    ),
     "linear": (*linear(0.0), "generated: 400 rows, y = x . w, 10 features, no noise"),
     "linear + noise": (*linear(1.0), "the same with noise of the signal's variance"),
 }

@@ -14,7 +14,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STYLES = {"least squares": ("k", "--"), "best Lasso": ("grey", "--"), "bayes_sparse": ("purple", ":"), "criterion (at most)": ("red", "-")}
+STYLES = {
+    "least squares": ("k", "--"),
+    "best Lasso": ("grey", "--"),
+    "bayes_sparse": ("purple", ":"),
+    "criterion (at most)": ("red", "-"),
+}
 
 
 def main() -> None:
@@ -28,8 +33,12 @@ def main() -> None:
     for name, level in table["levels"].items():
         color, style = STYLES[name]
         ax.axhline(level, color=color, ls=style, lw=1, label=name)
-    ax.set(xlabel="minutes of training on 2 CPU cores", ylabel="error at k = d/2 = 5 (squared error / normaliser)",
-           title="claim (b), sparse linear (2 of 10 dims): seed 0 unless named", ylim=(-0.02, 1.0))
+    ax.set(
+        xlabel="minutes of training on 2 CPU cores",
+        ylabel="error at k = d/2 = 5 (squared error / normaliser)",
+        title="claim (b), sparse linear (2 of 10 dims): seed 0 unless named",
+        ylim=(-0.02, 1.0),
+    )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(ROOT / "docs/figures/sparse_budget.png", dpi=120)

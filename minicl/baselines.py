@@ -82,8 +82,12 @@ def prefix_least_squares(xs: torch.Tensor, ys: torch.Tensor, rtol: float = 1e-6)
         bn = torch.where(new, b, 1.0)
         e = ((cols == rank[:, None]) & new[:, None]).double()  # (B, D) one-hot of c, 0 if not new
         q, u = r / bn[:, None], pa / bn[:, None]
-        grown = inv_gram - u[:, :, None] * e[:, None, :] - e[:, :, None] * u[:, None, :] \
+        grown = (
+            inv_gram
+            - u[:, :, None] * e[:, None, :]
+            - e[:, :, None] * u[:, None, :]
             + ((apa + 1) / bn**2)[:, None, None] * e[:, :, None] * e[:, None, :]
+        )
         # a point in the span: recursive least squares in Q's coordinates
         gain = pa / (1 + apa)[:, None]
         updated = inv_gram - gain[:, :, None] * pa[:, None, :]
@@ -130,7 +134,9 @@ class Ridge:
 
     def __post_init__(self):
         if (self.lam is None) == (self.noise_std is None):
-            raise ValueError(f"ridge needs exactly one of lam or noise_std, got lam={self.lam} noise_std={self.noise_std}")
+            raise ValueError(
+                f"ridge needs exactly one of lam or noise_std, got lam={self.lam} noise_std={self.noise_std}"
+            )
         if self.lam is None:
             self.lam = self.noise_std**2
         if self.lam <= 0:
@@ -204,8 +210,10 @@ class BayesSparse:
 
     def __post_init__(self):
         if self.sparsity < 1 or self.w_scale <= 0 or self.noise_std < 0:
-            raise ValueError(f"bayes_sparse needs sparsity >= 1, w_scale > 0 and noise_std >= 0, got "
-                             f"sparsity={self.sparsity} w_scale={self.w_scale} noise_std={self.noise_std}")
+            raise ValueError(
+                f"bayes_sparse needs sparsity >= 1, w_scale > 0 and noise_std >= 0, got "
+                f"sparsity={self.sparsity} w_scale={self.w_scale} noise_std={self.noise_std}"
+            )
 
     def supports(self, n_dims: int, device) -> torch.Tensor:
         """Every sparsity-subset of range(n_dims): (S, sparsity)."""
@@ -213,16 +221,22 @@ class BayesSparse:
             raise ValueError(f"bayes_sparse sparsity={self.sparsity} is larger than the prompts' {n_dims} dims")
         count = math.comb(n_dims, self.sparsity)
         if count > self.max_supports:
-            raise ValueError(f"bayes_sparse would sum over C({n_dims}, {self.sparsity}) = {count} supports, above "
-                             f"max_supports={self.max_supports} (C(20, 3) = 1140 takes seconds on a CPU)")
+            raise ValueError(
+                f"bayes_sparse would sum over C({n_dims}, {self.sparsity}) = {count} supports, above "
+                f"max_supports={self.max_supports} (C(20, 3) = 1140 takes seconds on a CPU)"
+            )
         return torch.combinations(torch.arange(n_dims, device=device), self.sparsity)
 
     def __call__(self, xs, ys, queries=None):
         queries = check_prompt(xs, ys, queries)
         support = self.supports(xs.shape[-1], xs.device)
         chunk = max(1, self.max_terms // (xs.shape[1] * len(support)))
-        return torch.cat([self.posterior_mean(*(t[i : i + chunk] for t in (xs, ys, queries)), support)
-                          for i in range(0, len(xs), chunk)]).to(xs.dtype)
+        return torch.cat(
+            [
+                self.posterior_mean(*(t[i : i + chunk] for t in (xs, ys, queries)), support)
+                for i in range(0, len(xs), chunk)
+            ]
+        ).to(xs.dtype)
 
     def posterior_mean(self, xs, ys, queries, support):
         noise = max(self.noise_std, NOISELESS_FLOOR * self.w_scale)
@@ -361,7 +375,9 @@ class Lasso:
         return linear_predictions(w.view(B, N, D), queries)
 
 
-def init_2nn(n_nets: int, n_dims: int, hidden: int, gen: torch.Generator, dtype=torch.float32) -> dict[str, torch.Tensor]:
+def init_2nn(
+    n_nets: int, n_dims: int, hidden: int, gen: torch.Generator, dtype=torch.float32
+) -> dict[str, torch.Tensor]:
     """Weights of n_nets nets Linear(D, H) -> ReLU -> Linear(H, 1), drawn as nn.Linear draws them."""
 
     def uniform(*shape, fan_in):
@@ -369,8 +385,10 @@ def init_2nn(n_nets: int, n_dims: int, hidden: int, gen: torch.Generator, dtype=
         return (torch.rand(*shape, generator=gen, device=gen.device, dtype=dtype) * 2 - 1) * bound
 
     return {
-        "w1": uniform(n_nets, n_dims, hidden, fan_in=n_dims), "b1": uniform(n_nets, hidden, fan_in=n_dims),
-        "w2": uniform(n_nets, hidden, fan_in=hidden), "b2": uniform(n_nets, fan_in=hidden),
+        "w1": uniform(n_nets, n_dims, hidden, fan_in=n_dims),
+        "b1": uniform(n_nets, hidden, fan_in=n_dims),
+        "w2": uniform(n_nets, hidden, fan_in=hidden),
+        "b2": uniform(n_nets, fan_in=hidden),
     }
 
 
@@ -397,11 +415,17 @@ class GD2NN:
         B, N, D = xs.shape
         gen = torch.Generator(device=xs.device).manual_seed(self.seed)
         params = init_2nn(B * N, D, self.hidden, gen, xs.dtype)
-        return torch.cat([
-            self.fit_predict({k: v[b * N : (b + self.chunk) * N] for k, v in params.items()},
-                             xs[b : b + self.chunk], ys[b : b + self.chunk], queries[b : b + self.chunk])
-            for b in range(0, B, self.chunk)
-        ])
+        return torch.cat(
+            [
+                self.fit_predict(
+                    {k: v[b * N : (b + self.chunk) * N] for k, v in params.items()},
+                    xs[b : b + self.chunk],
+                    ys[b : b + self.chunk],
+                    queries[b : b + self.chunk],
+                )
+                for b in range(0, B, self.chunk)
+            ]
+        )
 
     @torch.enable_grad()
     def fit_predict(self, params, xs, ys, queries):

@@ -60,7 +60,11 @@ def differing_keys(configs: dict[Path, dict]) -> list[str]:
     """The config keys whose values differ between the runs, seeds and knobs that do not change results aside."""
     flat = [flatten(cfg) for cfg in configs.values()]
     keys = sorted(set().union(*flat))
-    return [k for k in keys if k not in IGNORED and not k.startswith("logger.") and len({json.dumps(f.get(k)) for f in flat}) > 1]
+    return [
+        k
+        for k in keys
+        if k not in IGNORED and not k.startswith("logger.") and len({json.dumps(f.get(k)) for f in flat}) > 1
+    ]
 
 
 def group_runs(configs: dict[Path, dict]) -> dict[str, list[Path]]:
@@ -74,8 +78,10 @@ def group_runs(configs: dict[Path, dict]) -> dict[str, list[Path]]:
     def order(values: tuple) -> tuple:  # numbers by value (2 < 16), the rest as text
         return tuple((0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v)) for v in values)
 
-    return {(", ".join(f"{k}={v}" for k, v in zip(differing, values)) or "all runs"): groups[values]
-            for values in sorted(groups, key=order)}
+    return {
+        (", ".join(f"{k}={v}" for k, v in zip(differing, values)) or "all runs"): groups[values]
+        for values in sorted(groups, key=order)
+    }
 
 
 def check_comparable(configs: dict[Path, dict]) -> None:
@@ -158,16 +164,21 @@ def trained_errors(runs: list[Path], metrics: dict, setting: str) -> list[np.nda
 
 
 def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[str], ks: list[int]) -> str:
-    lines = ["| group | setting | seeds | " + " | ".join(f"k = {k}" for k in ks) + " |",
-             "|---|---|---|" + "---|" * len(ks)]
+    lines = [
+        "| group | setting | seeds | " + " | ".join(f"k = {k}" for k in ks) + " |",
+        "|---|---|---|" + "---|" * len(ks),
+    ]
     for label, runs in groups.items():
         for setting in settings:
             errors = trained_errors(runs, metrics, setting)
             if not errors:
                 continue
             errors = np.stack(errors)
-            cells = [f"{errors[:, k].mean():.3f}" + (f" [{errors[:, k].min():.3f}, {errors[:, k].max():.3f}]" if len(errors) > 1 else "")
-                     for k in ks]
+            cells = [
+                f"{errors[:, k].mean():.3f}"
+                + (f" [{errors[:, k].min():.3f}, {errors[:, k].max():.3f}]" if len(errors) > 1 else "")
+                for k in ks
+            ]
             lines.append(f"| {label} | {setting} | {len(errors)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -189,8 +200,15 @@ def errors_at(groups: dict[str, list[Path]], metrics: dict, settings: list[str],
 
 def format_sweep(at_k: dict, k: int) -> str:
     """Every model's error at k per group and setting (mean over seeds)."""
-    models = list(dict.fromkeys(m for per_setting in at_k.values() for per_model in per_setting.values() for m in per_model))
-    lines = [f"error at k = {k}", "", "| group | setting | " + " | ".join(models) + " |", "|---|---|" + "---|" * len(models)]
+    models = list(
+        dict.fromkeys(m for per_setting in at_k.values() for per_model in per_setting.values() for m in per_model)
+    )
+    lines = [
+        f"error at k = {k}",
+        "",
+        "| group | setting | " + " | ".join(models) + " |",
+        "|---|---|" + "---|" * len(models),
+    ]
     for label, per_setting in at_k.items():
         for setting, per_model in per_setting.items():
             cells = [f"{np.mean(per_model[m]):.3f}" if m in per_model else "" for m in models]
@@ -210,7 +228,11 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, where: str, path: Pat
     for ax, setting in zip(axes[0], settings):
         models = list(dict.fromkeys(m for label in numeric for m in at_k[label].get(setting, {})))
         for model in models:
-            points = [(values[label], at_k[label][setting][model]) for label in numeric if model in at_k[label].get(setting, {})]
+            points = [
+                (values[label], at_k[label][setting][model])
+                for label in numeric
+                if model in at_k[label].get(setting, {})
+            ]
             x, runs = [p[0] for p in points], [p[1] for p in points]
             mean = [np.mean(r) for r in runs]
             if model == TRAINED:
@@ -220,7 +242,9 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, where: str, path: Pat
                 ax.plot(x, mean, ".--", lw=1, label=model, color=model_color(model))
         for label, v in values.items():
             if label not in numeric and TRAINED in at_k[label].get(setting, {}):
-                ax.axhline(np.mean(at_k[label][setting][TRAINED]), color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}")
+                ax.axhline(
+                    np.mean(at_k[label][setting][TRAINED]), color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}"
+                )
         if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
             ax.set_xscale("log", base=2)
         ax.set(xlabel=key, ylabel=f"error at k = {k}", title=f"{SETTINGS[setting]}\nruns in {where}")
@@ -249,10 +273,13 @@ def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
 def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
+
     fig, axes = plt.subplots(1, len(settings), figsize=(9 * len(settings), 4.5), squeeze=False)
     where = runs_dir(groups)
     for ax, setting in zip(axes[0], settings):
-        for color, (label, runs) in zip(plt.cm.Dark2.colors * 4, groups.items()):  # the runs: solid, a palette of their own
+        for color, (label, runs) in zip(
+            plt.cm.Dark2.colors * 4, groups.items()
+        ):  # the runs: solid, a palette of their own
             errors = trained_errors(runs, metrics, setting)
             if not errors:
                 continue
@@ -266,8 +293,12 @@ def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
                 ax.plot(m["mean"], "--", lw=1, label=name, color=model_color(name))
         ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=(0, 1.25 * s["trivial"][0]),
-               title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {where}")
+        ax.set(
+            xlabel="in-context examples",
+            ylabel="squared error / normaliser",
+            ylim=(0, 1.25 * s["trivial"][0]),
+            title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {where}",
+        )
         ax.title.set_fontsize(9)
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no curve hidden
     save_figure(fig, path)

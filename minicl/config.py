@@ -21,8 +21,11 @@ from minicl.model import ModelConfig
 from minicl.tasks import TASKS, build_task
 
 # Hydra's configs: minicl/conf in an installed wheel, conf/ beside the package in a source checkout
-CONF = next(path for path in (Path(__file__).resolve().parent / "conf", Path(__file__).resolve().parents[1] / "conf")
-            if path.is_dir())
+CONF = next(
+    path
+    for path in (Path(__file__).resolve().parent / "conf", Path(__file__).resolve().parents[1] / "conf")
+    if path.is_dir()
+)
 
 
 @dataclass
@@ -59,7 +62,9 @@ class TrainerSchema:
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
     log_every: int = 100
     grad_clip: Optional[float] = None
-    on_nonfinite: Literal["stop", "skip"] = "stop"  # stop: raise, keeping the last good checkpoint; skip: drop the update
+    on_nonfinite: Literal["stop", "skip"] = (
+        "stop"  # stop: raise, keeping the last good checkpoint; skip: drop the update
+    )
     eval_prompts: int = 1280  # prompts for the end-of-run figure
     evaluate_at_end: bool = False  # run the full evaluation suite after training
     progress: bool = True
@@ -91,17 +96,28 @@ def module_class(cls: type) -> type:
     return cls
 
 
-TaskSchema = module_class(dataclasses.make_dataclass("TaskSchema", [
-    ("name", Literal[tuple(TASKS)], MISSING),
-    ("n_dims", int, 20),  # the paper's d
-    *task_fields(),
-    ("num_tasks", Optional[int], None),  # finite pool of functions
-    ("num_training_examples", Optional[int], None),  # finite pool of prompts
-    ("curriculum", CurriculumSchema, field(default_factory=CurriculumSchema)),
-]))
-ModelSchema = module_class(dataclasses.make_dataclass("ModelSchema", [  # ModelConfig's fields but n_dims (the task's)
-    ("name", str, MISSING), *((f.name, f.type, f.default) for f in dataclasses.fields(ModelConfig) if f.name != "n_dims"),
-]))
+TaskSchema = module_class(
+    dataclasses.make_dataclass(
+        "TaskSchema",
+        [
+            ("name", Literal[tuple(TASKS)], MISSING),
+            ("n_dims", int, 20),  # the paper's d
+            *task_fields(),
+            ("num_tasks", Optional[int], None),  # finite pool of functions
+            ("num_training_examples", Optional[int], None),  # finite pool of prompts
+            ("curriculum", CurriculumSchema, field(default_factory=CurriculumSchema)),
+        ],
+    )
+)
+ModelSchema = module_class(
+    dataclasses.make_dataclass(
+        "ModelSchema",
+        [  # ModelConfig's fields but n_dims (the task's)
+            ("name", str, MISSING),
+            *((f.name, f.type, f.default) for f in dataclasses.fields(ModelConfig) if f.name != "n_dims"),
+        ],
+    )
+)
 
 
 @dataclass
@@ -141,7 +157,9 @@ class ExploreSchema:
 @dataclass
 class ReproduceSchema:
     claims: list[str] = field(default_factory=lambda: ["linear", "sparse_linear", "relu_2nn", "decision_tree"])
-    scale: Literal["cpu", "paper"] = "cpu"  # cpu: experiment=claim_<task>; paper: the task's defaults (standard model, 500k steps)
+    scale: Literal["cpu", "paper"] = (
+        "cpu"  # cpu: experiment=claim_<task>; paper: the task's defaults (standard model, 500k steps)
+    )
     out: str = "runs/claims"  # runs go to OUT/<scale>/<claim>/seed<N>, the table and figures to OUT/<scale>/
     n_prompts: int = 1280
     device: str = "auto"
@@ -189,8 +207,15 @@ def converted(value):
     return structured(type(value))(**{f.name: converted(getattr(value, f.name)) for f in dataclasses.fields(value)})
 
 
-SCHEMAS = {name: structured(schema) for name, schema in  # made as the module loads, for pickle
-           (("train", TrainSchema), ("evaluate", EvaluateSchema), ("explore", ExploreSchema), ("reproduce", ReproduceSchema))}
+SCHEMAS = {
+    name: structured(schema)
+    for name, schema in (  # made as the module loads, for pickle
+        ("train", TrainSchema),
+        ("evaluate", EvaluateSchema),
+        ("explore", ExploreSchema),
+        ("reproduce", ReproduceSchema),
+    )
+}
 
 
 def register_schemas() -> None:
@@ -207,8 +232,10 @@ def plain(node) -> Any:
 def model_config(cfg: DictConfig | dict) -> ModelConfig:
     """The model's own config from a run config (the model reads x of width task.n_dims)."""
     model = plain(cfg["model"])
-    return ModelConfig(n_dims=cfg["task"]["n_dims"], **{f.name: model[f.name] for f in dataclasses.fields(ModelConfig)
-                                                        if f.name != "n_dims"})
+    return ModelConfig(
+        n_dims=cfg["task"]["n_dims"],
+        **{f.name: model[f.name] for f in dataclasses.fields(ModelConfig) if f.name != "n_dims"},
+    )
 
 
 def task_from_config(task_cfg: DictConfig | dict):

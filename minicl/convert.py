@@ -20,11 +20,21 @@ from minicl.model import ModelConfig
 
 # the original's task names -> minicl's, and its task_kwargs -> minicl's task fields
 TASK_NAMES = {
-    "linear_regression": "linear", "sparse_linear_regression": "sparse_linear",
-    "linear_classification": "linear_classification", "noisy_linear_regression": "noisy_linear",
-    "quadratic_regression": "quadratic", "relu_2nn_regression": "relu_2nn", "decision_tree": "decision_tree",
+    "linear_regression": "linear",
+    "sparse_linear_regression": "sparse_linear",
+    "linear_classification": "linear_classification",
+    "noisy_linear_regression": "noisy_linear",
+    "quadratic_regression": "quadratic",
+    "relu_2nn_regression": "relu_2nn",
+    "decision_tree": "decision_tree",
 }
-TASK_KWARGS = {"sparsity": "sparsity", "noise_std": "noise_std", "hidden_layer_size": "hidden", "depth": "depth", "scale": "w_scale"}
+TASK_KWARGS = {
+    "sparsity": "sparsity",
+    "noise_std": "noise_std",
+    "hidden_layer_size": "hidden",
+    "depth": "depth",
+    "scale": "w_scale",
+}
 CONV1D = re.compile(r"h\.\d+\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight")
 
 
@@ -45,8 +55,10 @@ def convert_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 def _curriculum(section: dict, default_start: int, default_end: int) -> dict:
     section = section or {}
     return {
-        "start": int(section.get("start", default_start)), "end": int(section.get("end", default_end)),
-        "inc": int(section.get("inc", 0)), "interval": int(section.get("interval", 1)),
+        "start": int(section.get("start", default_start)),
+        "end": int(section.get("end", default_end)),
+        "inc": int(section.get("inc", 0)),
+        "interval": int(section.get("interval", 1)),
     }
 
 
@@ -54,16 +66,25 @@ def original_config(raw: dict) -> tuple[ModelConfig, dict]:
     """(ModelConfig, minicl run config) from an original config.yaml."""
     m, training = raw.get("model", {}), raw.get("training", {})
     model_config = ModelConfig(
-        n_dims=int(m["n_dims"]), n_positions=int(m["n_positions"]), n_embd=int(m["n_embd"]),
-        n_layer=int(m["n_layer"]), n_head=int(m["n_head"]),
+        n_dims=int(m["n_dims"]),
+        n_positions=int(m["n_positions"]),
+        n_embd=int(m["n_embd"]),
+        n_layer=int(m["n_layer"]),
+        n_head=int(m["n_head"]),
     )
     task_name = training.get("task", "linear_regression")
     if task_name not in TASK_NAMES:
         raise ValueError(f"original task {task_name!r} has no minicl counterpart; known: {sorted(TASK_NAMES)}")
     cur = training.get("curriculum", {})
     task = {
-        "name": TASK_NAMES[task_name], "n_dims": model_config.n_dims, "sparsity": 3, "noise_std": 1.0, "hidden": 100,
-        "depth": 4, "w_scale": 1.0, "num_tasks": training.get("num_tasks"),
+        "name": TASK_NAMES[task_name],
+        "n_dims": model_config.n_dims,
+        "sparsity": 3,
+        "noise_std": 1.0,
+        "hidden": 100,
+        "depth": 4,
+        "w_scale": 1.0,
+        "num_tasks": training.get("num_tasks"),
         "num_training_examples": training.get("num_training_examples"),
         "curriculum": {
             "dims": _curriculum(cur.get("dims"), model_config.n_dims, model_config.n_dims),
@@ -74,8 +95,12 @@ def original_config(raw: dict) -> tuple[ModelConfig, dict]:
         if key in TASK_KWARGS:
             task[TASK_KWARGS[key]] = value
     model = {"name": m.get("family", "gpt2"), **{k: v for k, v in asdict(model_config).items() if k != "n_dims"}}
-    trainer = {"seed": 0, "steps": int(training.get("train_steps", 0)), "batch_size": int(training.get("batch_size", 64)),
-               "lr": float(training.get("learning_rate", 1e-4))}
+    trainer = {
+        "seed": 0,
+        "steps": int(training.get("train_steps", 0)),
+        "batch_size": int(training.get("batch_size", 64)),
+        "lr": float(training.get("learning_rate", 1e-4)),
+    }
     return model_config, {"task": task, "model": model, "trainer": trainer, "source": "original"}
 
 
@@ -88,7 +113,9 @@ def read_original_run(path: Path) -> dict:
         raise CheckpointError(f"{path} has no config.yaml, so it is not an original run directory")
     raw = yaml.safe_load((path / "config.yaml").read_text()) or {}
     if "model" not in raw or not {"n_dims", "n_positions", "n_embd", "n_layer", "n_head"} <= set(raw["model"]):
-        raise CheckpointError(f"{path / 'config.yaml'} lacks model.n_dims/n_positions/n_embd/n_layer/n_head; found {sorted(raw)}")
+        raise CheckpointError(
+            f"{path / 'config.yaml'} lacks model.n_dims/n_positions/n_embd/n_layer/n_head; found {sorted(raw)}"
+        )
     snapshots = sorted(path.glob("model_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
     weights_file = path / "state.pt" if (path / "state.pt").is_file() else (snapshots[-1] if snapshots else None)
     if weights_file is None:

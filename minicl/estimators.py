@@ -30,8 +30,14 @@ DEFAULT_MODEL = "pretrained:linear_d20"
 
 
 class _InContext(BaseEstimator):
-    def __init__(self, model=DEFAULT_MODEL, standardize: bool = True, long_context: str = "error",
-                 random_state: int = 0, batch_size: int = 512):
+    def __init__(
+        self,
+        model=DEFAULT_MODEL,
+        standardize: bool = True,
+        long_context: str = "error",
+        random_state: int = 0,
+        batch_size: int = 512,
+    ):
         self.model = model
         self.standardize = standardize
         self.long_context = long_context
@@ -43,8 +49,10 @@ class _InContext(BaseEstimator):
             return copy.deepcopy(self.model).eval()  # the caller's model stays as it was
         if isinstance(self.model, (str, Path)):
             return load_model(self.model)
-        raise TypeError(f"model must be a minicl model (minicl.model.build_model), a run directory or "
-                        f"'pretrained:<name>', got {type(self.model).__name__}")
+        raise TypeError(
+            f"model must be a minicl model (minicl.model.build_model), a run directory or "
+            f"'pretrained:<name>', got {type(self.model).__name__}"
+        )
 
     def _fit_context(self, X, y):
         if self.long_context not in ("error", "subsample"):
@@ -52,8 +60,10 @@ class _InContext(BaseEstimator):
         self.model_ = self._model()
         c = self.model_.config
         if X.shape[1] > c.n_dims:
-            raise ValueError(f"X has {X.shape[1]} features but the model reads at most n_dims={c.n_dims}; "
-                             "select or project features first (e.g. sklearn's PCA in a Pipeline)")
+            raise ValueError(
+                f"X has {X.shape[1]} features but the model reads at most n_dims={c.n_dims}; "
+                "select or project features first (e.g. sklearn's PCA in a Pipeline)"
+            )
         room = None if c.max_points is None else c.max_points - 1  # one position is the queries'
         if room is not None and len(X) > room:
             if self.long_context == "error":
@@ -78,8 +88,10 @@ class _InContext(BaseEstimator):
         check_is_fitted(self)
         queries = self._inputs(validate_data(self, X, reset=False, dtype=np.float64))  # (Q, D)
         xs, ys = self.context_x_[None], self.context_y_[None]
-        out = [self.model_.after_prompt(xs, ys, queries[None, i : i + self.batch_size])[0]
-               for i in range(0, len(queries), self.batch_size)]
+        out = [
+            self.model_.after_prompt(xs, ys, queries[None, i : i + self.batch_size])[0]
+            for i in range(0, len(queries), self.batch_size)
+        ]
         return torch.cat(out).numpy().astype(np.float64)
 
 

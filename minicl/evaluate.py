@@ -32,7 +32,9 @@ def summarise(errors: torch.Tensor, n_resamples: int, gen: torch.Generator) -> d
     B = errors.shape[0]
     errors = errors.double()
     idx = torch.randint(0, B, (n_resamples, B), generator=gen)
-    counts = torch.zeros(n_resamples, B, dtype=errors.dtype).scatter_add_(1, idx, torch.ones_like(idx, dtype=errors.dtype))
+    counts = torch.zeros(n_resamples, B, dtype=errors.dtype).scatter_add_(
+        1, idx, torch.ones_like(idx, dtype=errors.dtype)
+    )
     means = counts @ errors / B  # (R, N): the mean of each resample
     lo, hi = torch.quantile(means, torch.tensor([0.05, 0.95], dtype=means.dtype), dim=0)
     return {"mean": errors.mean(0).tolist(), "std": errors.std(0).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
@@ -48,7 +50,9 @@ def format_table(metrics: dict) -> str:
     width = max(len(m) for s in metrics["settings"].values() for m in s["models"]) + 2
     lines = []
     for name, s in metrics["settings"].items():
-        lines.append(f"{name} ({s['metric']})".ljust(width) + "".join(f"k={k}".rjust(10) for k in ks if k < len(s["trivial"])))
+        lines.append(
+            f"{name} ({s['metric']})".ljust(width) + "".join(f"k={k}".rjust(10) for k in ks if k < len(s["trivial"]))
+        )
         for model, m in s["models"].items():
             lines.append(f"  {model}".ljust(width) + "".join(f"{m['mean'][k]:10.4f}" for k in ks if k < len(m["mean"])))
     return "\n".join(lines)
@@ -61,9 +65,22 @@ def plot_setting(name: str, s: dict, path: Path) -> None:
 
 
 COLORS = {  # one colour per model in every figure, so that a colour means the same in every panel
-    "transformer": "C0", "least_squares": "C1", "knn_3": "C2", "averaging": "C3", "gd_2nn": "C4", "xgboost": "C5",
-    "decision_tree": "C6", "decision_tree_4": "C7", "bayes_sparse": "C8", "ridge": "C9", "dmmse": "C6",
-    "lasso_1": "#c7e9c0", "lasso_1e-1": "#74c476", "lasso_1e-2": "#31a354", "lasso_1e-3": "#006d2c", "lasso_1e-4": "#00441b",
+    "transformer": "C0",
+    "least_squares": "C1",
+    "knn_3": "C2",
+    "averaging": "C3",
+    "gd_2nn": "C4",
+    "xgboost": "C5",
+    "decision_tree": "C6",
+    "decision_tree_4": "C7",
+    "bayes_sparse": "C8",
+    "ridge": "C9",
+    "dmmse": "C6",
+    "lasso_1": "#c7e9c0",
+    "lasso_1e-1": "#74c476",
+    "lasso_1e-2": "#31a354",
+    "lasso_1e-3": "#006d2c",
+    "lasso_1e-4": "#00441b",
     **{arch: f"C{i}" for i, arch in enumerate(("linear_attention", "lstm", "mamba"), start=7)},
 }
 
@@ -83,7 +100,13 @@ def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> No
         k = range(len(m["mean"]))
         ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2, color=model_color(model))
         ax.fill_between(k, m["lo"], m["hi"], color=model_color(model), alpha=0.2)
-    ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance")
+    ax.plot(
+        range(len(s["trivial"])),
+        s["trivial"],
+        "k--",
+        lw=1,
+        label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance",
+    )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("in-context examples")
     ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")
@@ -138,17 +161,35 @@ def evaluate(
         parse(setting)  # every name checked before any work
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    metrics = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points, "n_prompts": n_prompts, "seed": seed, "settings": {}}
+    metrics = {
+        "task": task.name,
+        "n_dims": task.n_dims,
+        "n_points": n_points,
+        "n_prompts": n_prompts,
+        "seed": seed,
+        "settings": {},
+    }
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     for setting in settings:
-        p = setting_prompts(setting, task, n_prompts, n_points, seed, device, task_cfg.get("noise_std", 1.0),
-                            num_tasks, seed if pool_seed is None else pool_seed)
+        p = setting_prompts(
+            setting,
+            task,
+            n_prompts,
+            n_points,
+            seed,
+            device,
+            task_cfg.get("noise_std", 1.0),
+            num_tasks,
+            seed if pool_seed is None else pool_seed,
+        )
         entry = setting_entry(task, p.targets)
         for label, predictor in predictors.items():
             bar.set_postfix_str(f"{setting}: {label}")
             preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            entry["models"][label] = summarise(pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu(), bootstrap, gen)
+            entry["models"][label] = summarise(
+                pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu(), bootstrap, gen
+            )
             bar.update(1)
         metrics["settings"][setting] = entry
         plot_setting(setting, entry, out_dir / "plots" / f"{setting}.png")
@@ -173,13 +214,21 @@ def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
     if not task_cfg.get("num_tasks") or task_cfg["name"] not in ("linear", "noisy_linear"):
         return {}
     task = task_from_config(task_cfg)
-    pool = PromptSampler(task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed).function_pool["w"]
+    pool = PromptSampler(
+        task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed
+    ).function_pool["w"]
     noise_std = task.noise_std if task.name == "noisy_linear" else NOISELESS_STD
     return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
 
 
-def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str = "auto",
-                 baselines_task: str | None = None, out_dir: str | Path | None = None, **kwargs) -> dict:
+def evaluate_run(
+    run_dir: str | Path,
+    baselines: dict | None = None,
+    device: str = "auto",
+    baselines_task: str | None = None,
+    out_dir: str | Path | None = None,
+    **kwargs,
+) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/
     (a shipped model, `pretrained:<name>`: into checkpoint.output_dir's), or into `out_dir`.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
@@ -194,7 +243,9 @@ def evaluate_run(run_dir: str | Path, baselines: dict | None = None, device: str
     pool_seed = state["config"]["trainer"]["seed"]  # the pool a run trains on is drawn from its seed
     predictors |= pool_baselines(task_cfg, pool_seed)
     kwargs.setdefault("seed", pool_seed)
-    metrics = evaluate(task_cfg, predictors, out_dir or output_dir(run_dir), device=device, pool_seed=pool_seed, **kwargs)
+    metrics = evaluate(
+        task_cfg, predictors, out_dir or output_dir(run_dir), device=device, pool_seed=pool_seed, **kwargs
+    )
     print(format_table(metrics))
     return metrics
 
@@ -207,14 +258,23 @@ register_schemas()
 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    options = dict(n_prompts=cfg.n_prompts, seed=cfg.seed, settings=cfg.settings, batch_size=cfg.batch_size, bootstrap=cfg.bootstrap)
+    options = dict(
+        n_prompts=cfg.n_prompts,
+        seed=cfg.seed,
+        settings=cfg.settings,
+        batch_size=cfg.batch_size,
+        bootstrap=cfg.bootstrap,
+    )
     baselines = plain(cfg.baselines)
     if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
         evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
         return
     metrics = evaluate(
-        plain(cfg.task), load_baselines(baselines),
-        HydraConfig.get().runtime.output_dir, device=resolve_device(cfg.device), **options,
+        plain(cfg.task),
+        load_baselines(baselines),
+        HydraConfig.get().runtime.output_dir,
+        device=resolve_device(cfg.device),
+        **options,
     )
     print(format_table(metrics))
 

@@ -71,14 +71,28 @@ def sweep_points(sweep: str, model, train_points: int, max_points: int | None) -
 def sweep_entry(predictors: dict, p: Prompts, value: float, gen: torch.Generator) -> dict:
     """Every predictor's error at one swept value, over the clean signal's mean square."""
     normaliser = p.clean.double().pow(2).mean().item()
-    models = {name: summarise(((predict_in_batches(predictor, p.xs, p.ys).double() - p.targets.double()) ** 2
-                               / normaliser).cpu(), 200, gen) for name, predictor in predictors.items()}
+    models = {
+        name: summarise(
+            ((predict_in_batches(predictor, p.xs, p.ys).double() - p.targets.double()) ** 2 / normaliser).cpu(),
+            200,
+            gen,
+        )
+        for name, predictor in predictors.items()
+    }
     return {"value": value, "normaliser": normaliser, "models": models}
 
 
 def run_sweep(
-    run_dir: str | Path, sweep: str, k: int | None = None, values=None, n_prompts: int = 1280, seed: int = 0,
-    device="cpu", baselines: dict | None = None, max_points: int | None = None, out_dir: str | Path | None = None,
+    run_dir: str | Path,
+    sweep: str,
+    k: int | None = None,
+    values=None,
+    n_prompts: int = 1280,
+    seed: int = 0,
+    device="cpu",
+    baselines: dict | None = None,
+    max_points: int | None = None,
+    out_dir: str | Path | None = None,
 ) -> dict:
     """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
     if sweep not in SWEEPS:
@@ -91,14 +105,27 @@ def run_sweep(
     model = model_from_state(state).to(device)
     train_points = task_cfg["curriculum"]["points"]["end"]
     n_points = sweep_points(sweep, model, train_points, max_points)
-    predictors = {model.config.arch: model} | load_baselines(default_baselines(task_cfg) if baselines is None else baselines)
+    predictors = {model.config.arch: model} | load_baselines(
+        default_baselines(task_cfg) if baselines is None else baselines
+    )
     values = sweep_values(sweep, values, task.n_dims, n_points)
     gen = torch.Generator().manual_seed(seed)
-    results = [sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
-               for value in values]
-    out = {"sweep": sweep, "run": str(run_dir), "k": min(2 * task.n_dims if k is None else k, n_points - 1), "task": task.name,
-           "n_points": n_points, "train_points": train_points, "arch": model.config.arch,
-           "pos_emb": None if model.config.recurrent else model.config.pos_emb, "n_prompts": n_prompts, "results": results}
+    results = [
+        sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
+        for value in values
+    ]
+    out = {
+        "sweep": sweep,
+        "run": str(run_dir),
+        "k": min(2 * task.n_dims if k is None else k, n_points - 1),
+        "task": task.name,
+        "n_points": n_points,
+        "train_points": train_points,
+        "arch": model.config.arch,
+        "pos_emb": None if model.config.recurrent else model.config.pos_emb,
+        "n_prompts": n_prompts,
+        "results": results,
+    }
     out_dir = Path(out_dir or output_dir(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{sweep}.json", out)
@@ -130,7 +157,9 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     highest = {name: max(r["models"][name]["mean"][k] for r, k in zip(results, ks)) for name in models}
-    trained = highest[out["arch"]]  # the model's every point shown (label noise puts it far above 1), and the baselines near it
+    trained = highest[
+        out["arch"]
+    ]  # the model's every point shown (label noise puts it far above 1), and the baselines near it
     ax.set_ylim(0, 1.1 * max([1.4, trained, *(h for h in highest.values() if h <= 2 * trained)]))
     ax.set_xlabel(label)
     ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
@@ -138,16 +167,22 @@ def plot_sweep(out: dict, out_dir: Path) -> None:
     ax.set_title(f"{sweep} sweep: run {out.get('run', '?')}\n({out['task']}, {model})", fontsize=9)
     ax.legend(fontsize=7)
     save_figure(fig, out_dir / f"{sweep}.png")
-    plot_curves(sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?"))  # one long prompt holds every shorter one
+    plot_curves(
+        sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?")
+    )  # one long prompt holds every shorter one
 
 
 def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
     models = list(shown[0]["models"])
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
-    trained = [name for name in models if name in MODELS] or models  # every point of the model shown; baselines may leave the axes
+    trained = [
+        name for name in models if name in MODELS
+    ] or models  # every point of the model shown; baselines may leave the axes
     top = max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for r in shown for name in trained))
-    fig, axes = pyplot().subplots(rows, cols, figsize=(max(6, 3 * cols), max(4, 2.4 * rows)), squeeze=False, sharey=True)
+    fig, axes = pyplot().subplots(
+        rows, cols, figsize=(max(6, 3 * cols), max(4, 2.4 * rows)), squeeze=False, sharey=True
+    )
     axes[0, 0].set_ylim(0, top)  # shared by every panel
     for ax, r in zip(axes.flat, shown):
         for name in models:
@@ -155,7 +190,7 @@ def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
             ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name, color=model_color(name))
             ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=model_color(name), alpha=0.2)
         ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
-    for ax in axes.flat[len(shown):]:
+    for ax in axes.flat[len(shown) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
     fig.suptitle(f"{sweep} sweep: run {run}", fontsize=9)

@@ -38,25 +38,25 @@ class ModelConfig:
     def __post_init__(self):
         for f in fields(self):
             if get_origin(f.type) is Literal and getattr(self, f.name) not in get_args(f.type):
-                raise ValueError(f"ModelConfig.{f.name} must be one of {get_args(f.type)}, got {getattr(self, f.name)!r}")
+                raise ValueError(
+                    f"ModelConfig.{f.name} must be one of {get_args(f.type)}, got {getattr(self, f.name)!r}"
+                )
         for name in ("n_dims", "n_positions", "n_embd", "n_layer", "n_head", "d_state", "d_conv", "expand"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
         if self.n_embd % self.n_head:
-            raise ValueError(
-                f"ModelConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}"
-            )
+            raise ValueError(f"ModelConfig.n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
-            raise ValueError(
-                f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}"
-            )
+            raise ValueError(f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
         if self.pos_emb == "rope" and self.arch == "linear_attention":
-            raise ValueError("pos_emb='rope' is not supported with arch='linear_attention' (rotating q and k "
-                             "before its feature map loses their relative position, after it their positivity); "
-                             "use learned or none")
+            raise ValueError(
+                "pos_emb='rope' is not supported with arch='linear_attention' (rotating q and k "
+                "before its feature map loses their relative position, after it their positivity); "
+                "use learned or none"
+            )
 
     @property
     def recurrent(self) -> bool:
@@ -68,8 +68,9 @@ class ModelConfig:
         return self.n_positions if self.pos_emb == "learned" and not self.recurrent else None
 
 
-def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None,
-                 config: "ModelConfig | None" = None) -> torch.Tensor:
+def check_prompt(
+    xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None, config: "ModelConfig | None" = None
+) -> torch.Tensor:
     """Raise ValueError unless xs is (B, N, D), ys (B, N) and queries like xs, all floating point,
     and, given a model's config, D its n_dims and N within its learned positions; returns the
     queries (xs when none are given). Every predictor checks its prompts with this."""
@@ -83,8 +84,10 @@ def check_prompt(xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | Non
     if not (xs.is_floating_point() and ys.is_floating_point()):
         raise ValueError(f"xs and ys must be floating point, got {xs.dtype} and {ys.dtype}")
     if config is not None and config.max_points is not None and xs.shape[1] > config.max_points:
-        raise ValueError(f"prompt has {xs.shape[1]} points but the model has learned positions for only "
-                         f"n_positions={config.n_positions}")
+        raise ValueError(
+            f"prompt has {xs.shape[1]} points but the model has learned positions for only "
+            f"n_positions={config.n_positions}"
+        )
     return xs if queries is None else queries
 
 
@@ -110,7 +113,9 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None
+    ) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C), or only the tokens `keep` (their queries) when it is given."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -167,7 +172,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: Rope | None, mask: torch.Tensor | None, keep: slice | None = None
+    ) -> torch.Tensor:
         h = self.attn(self.ln_1(x), rope, mask, keep)
         x = (x if keep is None else x[:, keep]) + h
         return x + self.mlp(self.ln_2(x))
@@ -219,7 +226,9 @@ class Transformer(PromptModel):
     def __init__(self, config: ModelConfig):
         super().__init__()
         if config.arch not in ATTENTION:
-            raise ValueError(f"Transformer builds arch {tuple(ATTENTION)}, not {config.arch!r}: use build_model(config)")
+            raise ValueError(
+                f"Transformer builds arch {tuple(ATTENTION)}, not {config.arch!r}: use build_model(config)"
+            )
         self.config = config
         self.read_in = nn.Linear(config.n_dims, config.n_embd)
         if config.pos_emb == "learned":
@@ -268,14 +277,18 @@ class Transformer(PromptModel):
         N, M = xs.shape[1], queries.shape[1]
         check_prompt(xs, ys, None, self.config)
         if self.config.max_points is not None and N + 1 > self.config.max_points:
-            raise ValueError(f"a prompt of {N} pairs leaves no position for its queries (n_positions={self.config.n_positions})")
+            raise ValueError(
+                f"a prompt of {N} pairs leaves no position for its queries (n_positions={self.config.n_positions})"
+            )
         h = torch.cat((self.tokens(xs, ys), self.read_in(queries)), dim=1)  # (B, 2N + M, C)
         positions = torch.cat((torch.arange(2 * N, device=xs.device), torch.full((M,), 2 * N, device=xs.device)))
         mask = torch.ones(2 * N + M, 2 * N + M, dtype=torch.bool, device=xs.device).tril()
         mask[2 * N :, 2 * N :] = torch.eye(M, dtype=torch.bool, device=xs.device)
         return self.predict_at(h, positions, mask, keep=slice(2 * N, None))
 
-    def predict_at(self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, keep: slice) -> torch.Tensor:
+    def predict_at(
+        self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, keep: slice
+    ) -> torch.Tensor:
         """Tokens h (B, T, C) at `positions` through the blocks (causal, or `mask` (T, T): who sees whom);
         the predictions at the tokens `keep`."""
         rope = None
@@ -329,8 +342,13 @@ class LSTM(RecurrentModel):
         self.config = config
         width = lstm_width(config.n_embd)
         self.read_in = nn.Linear(config.n_dims, width)
-        self.rnn = nn.LSTM(width, width, num_layers=config.n_layer, batch_first=True,
-                           dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            width,
+            width,
+            num_layers=config.n_layer,
+            batch_first=True,
+            dropout=config.dropout if config.n_layer > 1 else 0.0,
+        )
         self.ln_f = nn.LayerNorm(width, eps=1e-5)
         self.read_out = nn.Linear(width, 1)
 
@@ -342,7 +360,9 @@ class LSTM(RecurrentModel):
 
 
 @torch.compiler.disable  # torch.compile would unroll the loop: 2 n_layer x 2N steps (4848 at paper size)
-def selective_scan(u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+def selective_scan(
+    u: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor
+) -> torch.Tensor:
     """y_t = C_t . h_t with h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, h_0 = 0, step by step over t.
     u, dt (B, T, E); A (E, N); B, C (B, T, N) -> y (B, T, E).
     Each step builds its own (B, E, N) terms: precomputing them for all t (T times the memory, out of

@@ -55,17 +55,25 @@ def implicit_weights(model, xs: torch.Tensor, ys: torch.Tensor, ridge_lam: float
     return {"weights": weights, **against_solvers(weights, xs, ys, ridge_lam)}
 
 
-def probe_run(run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0) -> dict:
+def probe_run(
+    run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0
+) -> dict:
     """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
     state = read_run(run_dir)
     task = task_from_config(state["config"]["task"])
     model = model_from_state(state).to(device)
     n_points = state["config"]["task"]["curriculum"]["points"]["end"]
     xs, ys = standard_prompts(task, n_prompts, n_points, seed, device)
-    weights = torch.cat([query_gradients(model, xs[i : i + batch_size], ys[i : i + batch_size])
-                         for i in range(0, n_prompts, batch_size)])
+    weights = torch.cat(
+        [
+            query_gradients(model, xs[i : i + batch_size], ys[i : i + batch_size])
+            for i in range(0, n_prompts, batch_size)
+        ]
+    )
     report = {
-        "k": min(2 * task.n_dims, n_points - 1), "n_prompts": n_prompts, "ridge_lam": ridge_lam,
+        "k": min(2 * task.n_dims, n_points - 1),
+        "n_prompts": n_prompts,
+        "ridge_lam": ridge_lam,
         **against_solvers(weights, xs, ys, ridge_lam),
     }
     out = output_dir(run_dir) / "explore"
@@ -83,7 +91,13 @@ def plot_probe(report: dict, path: Path) -> None:
         for ax, key in ((left, "cosine"), (right, "rel_error")):
             values = report[name][key]
             ks = [k for k, v in enumerate(values) if v is not None]
-            ax.plot(ks, [values[k] for k in ks], "o-", ms=3, label=f"{name}" + (f" (lam={report['ridge_lam']:g})" if name == "ridge" else ""))
+            ax.plot(
+                ks,
+                [values[k] for k in ks],
+                "o-",
+                ms=3,
+                label=f"{name}" + (f" (lam={report['ridge_lam']:g})" if name == "ridge" else ""),
+            )
     left.set_ylabel("cosine(implicit w, w)")
     right.set_ylabel("||implicit w - w|| / ||w||")
     right.set_yscale("log")

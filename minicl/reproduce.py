@@ -51,9 +51,15 @@ Condition = tuple[int, str, bool, float | None]
 @dataclass(frozen=True)
 class Claim:
     statement: str
-    shown: tuple[str, ...]  # the comparators evaluated, drawn and tabulated beside the transformer: all its conditions read
-    conditions: Callable[[Errors, dict, int, int], list[Condition]]  # (err, setting, d, n) -> [(k, condition, holds, bound)]
-    ratio_to: str | None = None  # reported, not judged: the transformer's error over this comparator's at the largest k read
+    shown: tuple[
+        str, ...
+    ]  # the comparators evaluated, drawn and tabulated beside the transformer: all its conditions read
+    conditions: Callable[
+        [Errors, dict, int, int], list[Condition]
+    ]  # (err, setting, d, n) -> [(k, condition, holds, bound)]
+    ratio_to: str | None = (
+        None  # reported, not judged: the transformer's error over this comparator's at the largest k read
+    )
 
 
 def best_lasso(err: Errors, s: dict, k: int) -> float:
@@ -69,7 +75,12 @@ def linear_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     half, twice = max(1, d // 2), min(2 * d, n - 1)
     ls_half = err("least_squares", half)
     return [
-        (half, "within 0.05 of least squares (k = d/2)", abs(err("transformer", half) - ls_half) <= 0.05, ls_half + 0.05),
+        (
+            half,
+            "within 0.05 of least squares (k = d/2)",
+            abs(err("transformer", half) - ls_half) <= 0.05,
+            ls_half + 0.05,
+        ),
         below(err, twice, "at most least squares + 0.05 (k = 2d)", err("least_squares", twice) + 0.05),
     ]
 
@@ -94,23 +105,32 @@ def tree_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     last = n - 1
     return [
         (last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last], None),
-        *(below(err, last, f"below {m} (largest k)", err(m, last), strictly=True) for m in ("xgboost", "decision_tree_4", "decision_tree")),
+        *(
+            below(err, last, f"below {m} (largest k)", err(m, last), strictly=True)
+            for m in ("xgboost", "decision_tree_4", "decision_tree")
+        ),
     ]
 
 
 CLAIMS = {
-    "linear": Claim("learns linear functions as well as least squares", ("least_squares", "knn_3", "averaging"), linear_conditions),
+    "linear": Claim(
+        "learns linear functions as well as least squares", ("least_squares", "knn_3", "averaging"), linear_conditions
+    ),
     "sparse_linear": Claim(
         "learns sparse linear functions about as well as Lasso, far better than least squares below d examples",
-        ("least_squares", "lasso_1", "lasso_1e-1", "lasso_1e-2", "lasso_1e-3", "lasso_1e-4", "bayes_sparse"), sparse_conditions,
+        ("least_squares", "lasso_1", "lasso_1e-1", "lasso_1e-2", "lasso_1e-3", "lasso_1e-4", "bayes_sparse"),
+        sparse_conditions,
     ),
     "relu_2nn": Claim(
         "learns 2-layer ReLU nets about as well as a net fitted by GD, far better than least squares",
-        ("least_squares", "gd_2nn", "knn_3"), relu_conditions, ratio_to="gd_2nn",
+        ("least_squares", "gd_2nn", "knn_3"),
+        relu_conditions,
+        ratio_to="gd_2nn",
     ),
     "decision_tree": Claim(
         "learns decision trees better than greedy tree learning and XGBoost",
-        ("xgboost", "decision_tree_4", "decision_tree"), tree_conditions,
+        ("xgboost", "decision_tree_4", "decision_tree"),
+        tree_conditions,
     ),
 }
 SCALES = ("cpu", "paper")
@@ -127,12 +147,28 @@ def verdict(name: str, metrics: dict) -> dict:
     # keyed by str(k), as they read back from claims.json
     errors = {m: {str(k): [s["models"][m][key][k] for key in ("mean", "lo", "hi")] for k in ks} for m in shown(name, s)}
     return {
-        "claim": name, "statement": claim.statement, "n_dims": d, "n_points": n, "ks": ks, "errors": errors,
+        "claim": name,
+        "statement": claim.statement,
+        "n_dims": d,
+        "n_points": n,
+        "ks": ks,
+        "errors": errors,
         "trivial": {str(k): s["trivial"][k] for k in ks},
-        "conditions": [{"k": k, "condition": text, "holds": bool(ok), "bound": bound} for k, text, ok, bound in conditions],
+        "conditions": [
+            {"k": k, "condition": text, "holds": bool(ok), "bound": bound} for k, text, ok, bound in conditions
+        ],
         "holds": all(ok for _, _, ok, _ in conditions),
-        **({"ratio": {"to": claim.ratio_to, "k": ks[-1], "value": s["models"]["transformer"]["mean"][ks[-1]]
-                      / s["models"][claim.ratio_to]["mean"][ks[-1]]}} if claim.ratio_to in s["models"] else {}),
+        **(
+            {
+                "ratio": {
+                    "to": claim.ratio_to,
+                    "k": ks[-1],
+                    "value": s["models"]["transformer"]["mean"][ks[-1]] / s["models"][claim.ratio_to]["mean"][ks[-1]],
+                }
+            }
+            if claim.ratio_to in s["models"]
+            else {}
+        ),
     }
 
 
@@ -163,8 +199,10 @@ def claim_config(name: str, scale: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF), version_base=None):
             cfg = compose(config_name="train", overrides=chosen)
     if cfg.model.arch != "transformer":
-        raise ValueError(f"the claims are the transformer's, got model.arch={cfg.model.arch!r}: train other "
-                         "architectures with minicl.train and set them side by side with minicl.compare")
+        raise ValueError(
+            f"the claims are the transformer's, got model.arch={cfg.model.arch!r}: train other "
+            "architectures with minicl.train and set them side by side with minicl.compare"
+        )
     check_config(cfg)
     return cfg
 
@@ -179,10 +217,16 @@ def train_command(overrides: list[str], run_dir: Path, threads: int | None = Non
             raise RuntimeError(f"training stopped with an error (above): {shlex.join(cmd)}")
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"training {run_dir} on {threads} thread{'s' * (threads > 1)} (output: {run_dir / 'console.log'})", flush=True)
+    print(
+        f"training {run_dir} on {threads} thread{'s' * (threads > 1)} (output: {run_dir / 'console.log'})", flush=True
+    )
     with open(run_dir / "console.log", "a") as log:
-        code = subprocess.run([*cmd, "trainer.progress=false"], stdout=log, stderr=subprocess.STDOUT,
-                              env=os.environ | {"OMP_NUM_THREADS": str(threads)}).returncode
+        code = subprocess.run(
+            [*cmd, "trainer.progress=false"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {"OMP_NUM_THREADS": str(threads)},
+        ).returncode
     if code:
         raise RuntimeError(f"training stopped with an error ({run_dir / 'console.log'}): {shlex.join(cmd)}")
     print(f"trained {run_dir}", flush=True)
@@ -217,15 +261,18 @@ def needs_training(cfg: DictConfig, run_dir: Path) -> bool:
     if state["step"] != cfg.trainer.steps:
         diffs.append(f"trainer.steps: {state['step']} -> {cfg.trainer.steps}")
     if diffs:
-        raise ValueError(f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); "
-                         "move it away or pass another out=")
+        raise ValueError(
+            f"{run_dir} holds a finished run of another config ({'; '.join(diffs)}); move it away or pass another out="
+        )
     return False
 
 
 def claim_baselines(name: str, run_dir: str | Path) -> dict:
     """The baselines of the run's task set that the claim shows (the others, gd_2nn beside the trees
     above all, would only cost time)."""
-    return {m: spec for m, spec in default_baselines(read_run(run_dir)["config"]["task"]).items() if m in CLAIMS[name].shown}
+    return {
+        m: spec for m, spec in default_baselines(read_run(run_dir)["config"]["task"]).items() if m in CLAIMS[name].shown
+    }
 
 
 def evaluated(run_dir: Path, n_prompts: int, device: str, baselines: dict | None = None) -> dict:
@@ -251,8 +298,15 @@ def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> 
         return curve
     task_cfg = read_checkpoint(snapshots[0])["config"]["task"]
     task, device = task_from_config(task_cfg), resolve_device(device)
-    p = setting_prompts("standard", task, metrics["n_prompts"], metrics["n_points"], metrics["seed"], device,
-                        task_cfg.get("noise_std", 1.0))
+    p = setting_prompts(
+        "standard",
+        task,
+        metrics["n_prompts"],
+        metrics["n_points"],
+        metrics["seed"],
+        device,
+        task_cfg.get("noise_std", 1.0),
+    )
     for path in snapshots:
         state = read_checkpoint(path)
         with torch.no_grad():
@@ -279,8 +333,10 @@ def checked_request(scale: str, overrides: list[str], source: str, seeds, jobs: 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     if source == "pretrained" and (scale != "cpu" or seeds != [0]):
-        raise ValueError(f"source=pretrained judges the CPU-size claim models shipped with minicl, trained on seed 0; "
-                         f"scale={scale} seeds={seeds} has none")
+        raise ValueError(
+            f"source=pretrained judges the CPU-size claim models shipped with minicl, trained on seed 0; "
+            f"scale={scale} seeds={seeds} has none"
+        )
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if any(o.lstrip("+~").startswith("trainer.seed=") for o in overrides):
@@ -288,14 +344,27 @@ def checked_request(scale: str, overrides: list[str], source: str, seeds, jobs: 
     return seeds
 
 
-def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/claims", n_prompts: int = 1280,
-              device: str = "auto", overrides: list[str] = (), source: str = "train", seeds=(0,), jobs: int = 1) -> list[dict]:
+def reproduce(
+    claims: list[str],
+    scale: str = "cpu",
+    out: str | Path = "runs/claims",
+    n_prompts: int = 1280,
+    device: str = "auto",
+    overrides: list[str] = (),
+    source: str = "train",
+    seeds=(0,),
+    jobs: int = 1,
+) -> list[dict]:
     """Run, evaluate and judge each claim on each seed (runs in OUT/<scale>/<claim>/seed<N>, trained
     `jobs` at a time); writes OUT/<scale>/claims.json and figures, prints the table.
     source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
     seeds = checked_request(scale, overrides, source, seeds, jobs)
     out = Path(out) / (scale if source == "train" else "pretrained")
-    runs = {(name, seed): [*claim_overrides(name, scale, list(overrides)), f"trainer.seed={seed}"] for name in claims for seed in seeds}
+    runs = {
+        (name, seed): [*claim_overrides(name, scale, list(overrides)), f"trainer.seed={seed}"]
+        for name in claims
+        for seed in seeds
+    }
     configs = {key: claim_config(key[0], scale, chosen) for key, chosen in runs.items()}  # every config checked first
     if source == "train":
         pending = [key for key, cfg in configs.items() if needs_training(cfg, out / key[0] / f"seed{key[1]}")]
@@ -307,8 +376,11 @@ def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/cla
         per_seed, panels[name] = [], []
         for seed in seeds:
             started = time.perf_counter()
-            metrics, result = (seed_verdict(name, out / name / f"seed{seed}", n_prompts, device) if source == "train"
-                               else shipped_verdict(name, out / name, n_prompts, device))
+            metrics, result = (
+                seed_verdict(name, out / name / f"seed{seed}", n_prompts, device)
+                if source == "train"
+                else shipped_verdict(name, out / name, n_prompts, device)
+            )
             per_seed.append({"seed": seed, **result, "total_seconds": time.perf_counter() - started})
             panels[name].append(metrics["settings"]["standard"])
         results.append(claim_result(name, per_seed))
@@ -322,9 +394,17 @@ def reproduce(claims: list[str], scale: str = "cpu", out: str | Path = "runs/cla
 def claim_result(name: str, per_seed: list[dict]) -> dict:
     """One claim over its seeds: how many it holds on, and each seed's verdict."""
     first, held = per_seed[0], sum(r["holds"] for r in per_seed)
-    return {"claim": name, "statement": CLAIMS[name].statement, "n_dims": first["n_dims"], "n_points": first["n_points"],
-            "ks": first["ks"], "seeds": [r["seed"] for r in per_seed], "holds_on": held, "holds": held == len(per_seed),
-            "runs": per_seed}
+    return {
+        "claim": name,
+        "statement": CLAIMS[name].statement,
+        "n_dims": first["n_dims"],
+        "n_points": first["n_points"],
+        "ks": first["ks"],
+        "seeds": [r["seed"] for r in per_seed],
+        "holds_on": held,
+        "holds": held == len(per_seed),
+        "runs": per_seed,
+    }
 
 
 def seed_verdict(name: str, run_dir: Path, n_prompts: int, device: str) -> tuple[dict, dict]:
@@ -332,8 +412,12 @@ def seed_verdict(name: str, run_dir: Path, n_prompts: int, device: str) -> tuple
     metrics = evaluated(run_dir, n_prompts, device, claim_baselines(name, run_dir))
     result = verdict(name, metrics)
     trained_on = (read_provenance(run_dir) or {}).get("machine")
-    return metrics, result | {"run": str(run_dir), "train_seconds": training_seconds(run_dir), "machine": machine_name(trained_on),
-                              "curve": training_curve(run_dir, result["ks"], metrics, device)}
+    return metrics, result | {
+        "run": str(run_dir),
+        "train_seconds": training_seconds(run_dir),
+        "machine": machine_name(trained_on),
+        "curve": training_curve(run_dir, result["ks"], metrics, device),
+    }
 
 
 def machine_name(m: dict | None) -> str:
@@ -347,10 +431,19 @@ def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[
     """The shipped claim model (pretrained:<name>) evaluated into `out`, judged, with its recorded
     training time and curve."""
     shipped = shipped_info(name)
-    metrics = evaluate_run(PRETRAINED + name, claim_baselines(name, PRETRAINED + name), device=device, settings=["standard"],
-                           n_prompts=n_prompts, out_dir=out)
+    metrics = evaluate_run(
+        PRETRAINED + name,
+        claim_baselines(name, PRETRAINED + name),
+        device=device,
+        settings=["standard"],
+        n_prompts=n_prompts,
+        out_dir=out,
+    )
     result = verdict(name, metrics)
-    curve = {"steps": shipped["curve"]["steps"], "errors": {str(k): shipped["curve"]["errors"][str(k)] for k in result["ks"]}}
+    curve = {
+        "steps": shipped["curve"]["steps"],
+        "errors": {str(k): shipped["curve"]["errors"][str(k)] for k in result["ks"]},
+    }
     return metrics, result | {"run": PRETRAINED + name, "train_seconds": shipped["train_seconds"], "curve": curve}
 
 
@@ -361,17 +454,26 @@ def format_verdicts(results: list[dict]) -> str:
     lines = []
     for c in results:
         minutes = " / ".join(f"{r['train_seconds'] / 60:.1f}" for r in c["runs"])
-        lines.append(f"{c['claim']} (d={c['n_dims']}): {c['statement']}: holds on {c['holds_on']} of {len(c['runs'])} "
-                     f"seed{'s' * (len(c['runs']) > 1)}  [trained {minutes} min]")
+        lines.append(
+            f"{c['claim']} (d={c['n_dims']}): {c['statement']}: holds on {c['holds_on']} of {len(c['runs'])} "
+            f"seed{'s' * (len(c['runs']) > 1)}  [trained {minutes} min]"
+        )
         for r in c["runs"]:
-            ratio = f"; transformer / {r['ratio']['to']} at k={r['ratio']['k']}: {r['ratio']['value']:.2f}" if "ratio" in r else ""
+            ratio = (
+                f"; transformer / {r['ratio']['to']} at k={r['ratio']['k']}: {r['ratio']['value']:.2f}"
+                if "ratio" in r
+                else ""
+            )
             lines.append(f" seed {r['seed']}: {'HOLDS' if r['holds'] else 'DOES NOT HOLD'}{ratio}")
             for k in map(str, r["ks"]):
                 errs = ", ".join(f"{m} {e[k][0]:.4f} [{e[k][1]:.4f}, {e[k][2]:.4f}]" for m, e in r["errors"].items())
                 lines.append(f"  k={k}: {errs}; predict 0 {r['trivial'][k]:.4f}")
             lines += [f"  {'yes' if v['holds'] else 'NO '}  k={v['k']}: {v['condition']}" for v in r["conditions"]]
             for k, errs in r["curve"]["errors"].items():
-                lines.append(f"  transformer at k={k} during training: " + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs)))
+                lines.append(
+                    f"  transformer at k={k} during training: "
+                    + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs))
+                )
     return "\n".join(lines)
 
 
@@ -410,13 +512,25 @@ def runs_shown(c: dict) -> str:
 
 def draw_claim(ax, settings: list[dict], r: dict, title: str) -> None:
     seeds = r["seeds"]
-    draw_setting(ax, settings[0], f"{title}\n{runs_shown(r)}" + (f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""),
-                 shown(r["claim"], settings[0]))
+    draw_setting(
+        ax,
+        settings[0],
+        f"{title}\n{runs_shown(r)}" + (f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""),
+        shown(r["claim"], settings[0]),
+    )
     ax.title.set_fontsize(8)
     if len(seeds) > 1:
-        next(line for line in ax.get_lines() if line.get_label() == "transformer").set_label(f"transformer, seed {seeds[0]}")
+        next(line for line in ax.get_lines() if line.get_label() == "transformer").set_label(
+            f"transformer, seed {seeds[0]}"
+        )
     for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
-        ax.plot(s["models"]["transformer"]["mean"], color="C0", lw=1.2, ls=("--", ":", "-.")[i % 3], label=f"transformer, seed {seed}")
+        ax.plot(
+            s["models"]["transformer"]["mean"],
+            color="C0",
+            lw=1.2,
+            ls=("--", ":", "-.")[i % 3],
+            label=f"transformer, seed {seed}",
+        )
     for k in r["ks"]:
         ax.axvline(k, color="grey", lw=0.6, ls=":")
     ax.legend(fontsize=6)
@@ -437,15 +551,31 @@ def plot_curves(results: list[dict], out: Path) -> None:
                 ax.fill_between(steps, errs.amin(0), errs.amax(0), color=f"C{i}", alpha=0.2)
             for j, model in enumerate(m for m in c["runs"][0]["errors"] if m != "transformer"):
                 level = sum(r["errors"][model][k][0] for r in c["runs"]) / len(c["runs"])
-                ax.axhline(level, color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}")
+                ax.axhline(
+                    level, color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}"
+                )
             ax.axhline(c["runs"][0]["trivial"][k], color="k", ls="--", lw=0.6)
-            bounds = [min(v["bound"] for v in r["conditions"] if v["k"] == int(k) and v.get("bound") is not None)
-                      for r in c["runs"] if any(v["k"] == int(k) and v.get("bound") is not None for v in r["conditions"])]
+            bounds = [
+                min(v["bound"] for v in r["conditions"] if v["k"] == int(k) and v.get("bound") is not None)
+                for r in c["runs"]
+                if any(v["k"] == int(k) and v.get("bound") is not None for v in r["conditions"])
+            ]
             if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
-                ax.axhline(sum(bounds) / len(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this")
-        top = max([*c["runs"][0]["trivial"].values(), *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs)])
-        ax.set(title=f"{c['claim']}: {runs_shown(c)} (black: predict 0)", xlabel="training step",
-               ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
+                ax.axhline(
+                    sum(bounds) / len(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this"
+                )
+        top = max(
+            [
+                *c["runs"][0]["trivial"].values(),
+                *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs),
+            ]
+        )
+        ax.set(
+            title=f"{c['claim']}: {runs_shown(c)} (black: predict 0)",
+            xlabel="training step",
+            ylabel="squared error / normaliser",
+            ylim=(0, 1.1 * top),
+        )
         ax.title.set_fontsize(8)
         ax.legend(fontsize=6)
     save_figure(fig, out / "training.png", dpi=100)
@@ -460,7 +590,17 @@ register_schemas()
 @hydra.main(version_base=None, config_path=str(CONF), config_name="reproduce")
 def main(cfg: DictConfig) -> None:
     seeds = cfg.seeds if isinstance(cfg.seeds, int) else list(cfg.seeds)
-    reproduce(list(cfg.claims), cfg.scale, cfg.out, cfg.n_prompts, cfg.device, list(cfg.overrides), cfg.source, seeds, cfg.jobs)
+    reproduce(
+        list(cfg.claims),
+        cfg.scale,
+        cfg.out,
+        cfg.n_prompts,
+        cfg.device,
+        list(cfg.overrides),
+        cfg.source,
+        seeds,
+        cfg.jobs,
+    )
 
 
 if __name__ == "__main__":

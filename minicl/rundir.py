@@ -27,8 +27,15 @@ PROVENANCE = "provenance.json"  # what started the run: command, commit, machine
 
 # Settings that may change between a run and its resume without changing its results.
 RESUMABLE_CHANGES = {
-    "steps", "checkpoint_every", "snapshot_every", "log_every", "eval_prompts", "evaluate_at_end", "progress",
-    "on_nonfinite", "device",
+    "steps",
+    "checkpoint_every",
+    "snapshot_every",
+    "log_every",
+    "eval_prompts",
+    "evaluate_at_end",
+    "progress",
+    "on_nonfinite",
+    "device",
 }
 
 
@@ -52,8 +59,10 @@ def migrated(config: dict) -> dict:
     """A saved run config with the keys added since it was saved, at their defaults: a new option's
     default is what runs did before it existed."""
     defaults = schema_defaults()
-    return {section: defaults.get(section, {}) | value if isinstance(value, dict) else value
-            for section, value in config.items()}
+    return {
+        section: defaults.get(section, {}) | value if isinstance(value, dict) else value
+        for section, value in config.items()
+    }
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -67,8 +76,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
         if not isinstance(a, dict) or not isinstance(b, dict):
             diffs += [f"{section}: {a!r} -> {b!r}"] if a != b else []
             continue
-        diffs += [f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}" for key in sorted(a.keys() | b.keys())
-                  if not (section == "trainer" and key in resumable) and a.get(key) != b.get(key)]
+        diffs += [
+            f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}"
+            for key in sorted(a.keys() | b.keys())
+            if not (section == "trainer" and key in resumable) and a.get(key) != b.get(key)
+        ]
     return diffs
 
 
@@ -76,10 +88,14 @@ def checkpoint_state(model, opt, sampler: PromptSampler, step: int, cfg: DictCon
     """Everything a resume needs: weights, optimiser, step, config and every random stream."""
     device = next(model.parameters()).device
     return {
-        "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-        "config": plain(cfg), "model_config": asdict(model_config),
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "config": plain(cfg),
+        "model_config": asdict(model_config),
         "rng": {
-            "sampler": sampler.state_dict(), "torch": torch.get_rng_state(),
+            "sampler": sampler.state_dict(),
+            "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         },
     }
@@ -109,8 +125,11 @@ def write(save, run_dir: Path, step: int, what: str) -> None:
     try:
         save()
     except OSError as e:
-        raise OSError(e.errno, f"could not write the {what} of step {step} in {run_dir} ({e.strerror}); "
-                      "the checkpoints already there are intact") from e
+        raise OSError(
+            e.errno,
+            f"could not write the {what} of step {step} in {run_dir} ({e.strerror}); "
+            "the checkpoints already there are intact",
+        ) from e
 
 
 def save(state: dict, run_dir: Path) -> None:
@@ -128,7 +147,8 @@ def check_writable(run_dir: Path, needed_bytes: int) -> None:
     free = shutil.disk_usage(run_dir).free
     if free < needed_bytes:
         raise OSError(
-            errno.ENOSPC, f"{run_dir} has {free / 1e6:.1f} MB free; its checkpoints need about {needed_bytes / 1e6:.1f} MB"
+            errno.ENOSPC,
+            f"{run_dir} has {free / 1e6:.1f} MB free; its checkpoints need about {needed_bytes / 1e6:.1f} MB",
         )
 
 
@@ -148,7 +168,9 @@ def truncate_log(run_dir: Path, last_step: int) -> None:
     """Drop log lines written after `last_step` (by a run that died before its next checkpoint)."""
     path = Path(run_dir) / LOG
     if path.exists():
-        path.write_text("".join(json.dumps(r) + "\n" for r in read_log(run_dir) if r.get("step", last_step + 1) <= last_step))
+        path.write_text(
+            "".join(json.dumps(r) + "\n" for r in read_log(run_dir) if r.get("step", last_step + 1) <= last_step)
+        )
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -162,6 +184,7 @@ def training_seconds(run_dir: Path) -> float:
 
 def git_commit() -> str | None:
     """The commit of minicl's source checkout (marked -dirty with uncommitted changes), None when installed."""
+
     def git(*args):
         out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args], capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else None
@@ -175,16 +198,27 @@ def machine() -> dict:
     info = Path("/proc/cpuinfo")
     lines = (line.split(":", 1) for line in (info.read_text() if info.exists() else "").splitlines() if ":" in line)
     fields = {key.strip(): value.strip() for key, value in lines}
-    return {"cpu": fields.get("model name", platform.machine()), "kernels": torch.backends.cpu.get_cpu_capability(),
-            "avx512_bf16": "avx512_bf16" in fields.get("flags", "").split(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpu": fields.get("model name", platform.machine()),
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": "avx512_bf16" in fields.get("flags", "").split(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def write_provenance(run_dir: Path) -> None:
     """run_dir/provenance.json, once, when a run starts."""
     command = "python -m minicl.train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else None
-    write_json(Path(run_dir) / PROVENANCE, {"command": command, "commit": git_commit(), "machine": machine(),
-                                            "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    write_json(
+        Path(run_dir) / PROVENANCE,
+        {
+            "command": command,
+            "commit": git_commit(),
+            "machine": machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
 
 
 def read_provenance(run_dir: Path) -> dict | None:

@@ -44,8 +44,14 @@ class Draw:
     pool_seed: int = 0
 
     def inputs(self, transform: torch.Tensor | None = None, n_active: int | None = None, n_points: int | None = None):
-        return sample_xs(self.gens["inputs"], self.n_prompts, n_points or self.n_points, self.task.n_dims, n_active,
-                         transform=transform)
+        return sample_xs(
+            self.gens["inputs"],
+            self.n_prompts,
+            n_points or self.n_points,
+            self.task.n_dims,
+            n_active,
+            transform=transform,
+        )
 
     def functions(self, task=None, n_active: int | None = None):
         return (task or self.task).sample(self.gens["functions"], self.n_prompts, n_active or self.task.n_dims)
@@ -80,14 +86,26 @@ def parse(name: str) -> tuple[Callable, float | None]:
                 value = math.nan
             if value > least or (inclusive and value == least):
                 return FAMILIES[prefix], value
-            raise ValueError(f"evaluation setting {name!r} needs a value {'>=' if inclusive else '>'} {least:g}, "
-                             f"e.g. {prefix}_2")
-    raise ValueError(f"unknown evaluation setting {name!r}; known: {sorted(SETTINGS)}, "
-                     + ", ".join(f"{prefix}_<value>" for prefix in FAMILIES))
+            raise ValueError(
+                f"evaluation setting {name!r} needs a value {'>=' if inclusive else '>'} {least:g}, e.g. {prefix}_2"
+            )
+    raise ValueError(
+        f"unknown evaluation setting {name!r}; known: {sorted(SETTINGS)}, "
+        + ", ".join(f"{prefix}_<value>" for prefix in FAMILIES)
+    )
 
 
-def setting_prompts(name: str, task, n_prompts: int, n_points: int, seed: int, device="cpu",
-                    noise_std: float = 1.0, num_tasks: int | None = None, pool_seed: int = 0) -> Prompts:
+def setting_prompts(
+    name: str,
+    task,
+    n_prompts: int,
+    n_points: int,
+    seed: int,
+    device="cpu",
+    noise_std: float = 1.0,
+    num_tasks: int | None = None,
+    pool_seed: int = 0,
+) -> Prompts:
     """Prompts of one evaluation setting, seeded by `seed`. `noise_std` is the label noise of the
     noisy_linear setting (the run's task.noise_std); pool_tasks draws functions from the pool of
     `num_tasks` a run with seed `pool_seed` trained on."""
@@ -180,7 +198,9 @@ def orthogonal_train_test(d: Draw) -> Prompts:
 def overlapping_train_test(d: Draw) -> Prompts:
     params, xs = d.functions(), d.inputs()
     n = xs.shape[1]
-    earlier = (torch.rand(d.n_prompts, n, generator=d.gens["inputs"], device=xs.device) * torch.arange(n, device=xs.device)).long()
+    earlier = (
+        torch.rand(d.n_prompts, n, generator=d.gens["inputs"], device=xs.device) * torch.arange(n, device=xs.device)
+    ).long()
     queries = xs.gather(1, earlier.unsqueeze(-1).expand(-1, -1, xs.shape[2]))  # query i = x_j, j < i (x_0 at i = 0)
     return d.labelled(params, xs, queries)
 

@@ -18,7 +18,9 @@ STREAMS = ("inputs", "functions", "noise")
 PURPOSES = {"train": 0, "eval": 1, "pool": 2}
 
 
-def make_generators(seed: int, device: torch.device | str = "cpu", purpose: str = "train") -> dict[str, torch.Generator]:
+def make_generators(
+    seed: int, device: torch.device | str = "cpu", purpose: str = "train"
+) -> dict[str, torch.Generator]:
     """One generator per stream; seeds come from a SeedSequence so no two streams or purposes collide."""
     children = np.random.SeedSequence([seed, PURPOSES[purpose]]).spawn(len(STREAMS))
     gens = {}
@@ -50,6 +52,7 @@ def sample_xs(
 
 
 # ---------------------------------------------------------------- function classes
+
 
 def registrar(table: dict[str, type]):
     """A decorator factory: @register("name") stores the class in `table` and sets cls.name."""

@@ -66,8 +66,16 @@ class WandB(Tracker):
 
         self.state.setdefault("wandb_id", uuid.uuid4().hex[:8])
         self.save()
-        self.run = wandb.init(project=logger.project, entity=logger.entity, mode=logger.mode, dir=str(run_dir),
-                              id=self.state["wandb_id"], resume="allow", config=config, name=run_dir.name)
+        self.run = wandb.init(
+            project=logger.project,
+            entity=logger.entity,
+            mode=logger.mode,
+            dir=str(run_dir),
+            id=self.state["wandb_id"],
+            resume="allow",
+            config=config,
+            name=run_dir.name,
+        )
 
     def send(self, values: dict, step: int) -> None:
         self.run.log(values, step=step)
@@ -83,4 +91,4 @@ def make_tracker(logger: DictConfig, run_dir: Path, config: dict) -> Tracker | N
     try:
         return TensorBoard(run_dir) if logger.name == "tensorboard" else WandB(run_dir, logger, config)
     except ImportError as e:
-        raise ImportError(f"logger={logger.name} needs its extra: pip install -e \".[{logger.name}]\" ({e})") from e
+        raise ImportError(f'logger={logger.name} needs its extra: pip install -e ".[{logger.name}]" ({e})') from e

@@ -25,7 +25,14 @@ from tqdm import tqdm
 
 from minicl import rundir
 from minicl.baselines import LeastSquares
-from minicl.common import pointwise_metric, predict_in_batches, resolve_device, save_atomic, standard_prompts, write_json
+from minicl.common import (
+    pointwise_metric,
+    predict_in_batches,
+    resolve_device,
+    save_atomic,
+    standard_prompts,
+    write_json,
+)
 from minicl.config import CONF, check_config, model_config, plain, register_schemas, task_from_config
 from minicl.evaluate import evaluate_run
 from minicl.model import ModelConfig, PromptModel, build_model
@@ -61,7 +68,10 @@ def final_report(model: PromptModel, task, cfg: DictConfig, device: torch.device
     k = min(2 * cfg.task.n_dims, n_points - 1)
     xs, ys = standard_prompts(task, cfg.trainer.eval_prompts, n_points, cfg.trainer.seed, device)
     model.eval()
-    report = {"k": k, model.config.arch: pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item()}
+    report = {
+        "k": k,
+        model.config.arch: pointwise_metric(task, predict_in_batches(model, xs, ys), ys)[:, k].mean().item(),
+    }
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
     write_json(run_dir / "final_eval.json", report)
@@ -80,8 +90,19 @@ class TrainStep:
     drops an update whose gradient is not finite (a host sync per step) and counts it.
     """
 
-    def __init__(self, model, opt, task, n_points_max: int, compile: bool, amp: bool,
-                 grad_clip: float | None = None, skip_nonfinite: bool = False, wrapper=None, compile_mode: str = "default"):
+    def __init__(
+        self,
+        model,
+        opt,
+        task,
+        n_points_max: int,
+        compile: bool,
+        amp: bool,
+        grad_clip: float | None = None,
+        skip_nonfinite: bool = False,
+        wrapper=None,
+        compile_mode: str = "default",
+    ):
         self.model, self.opt, self.task, self.amp, self.grad_clip = model, opt, task, amp, grad_clip
         self.skip_nonfinite, self.skipped = skip_nonfinite, 0
         self.device = next(model.parameters()).device
@@ -227,11 +248,25 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     if rank == 0:
         rundir.check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
     sampler = PromptSampler(
-        task, cfg.task.curriculum.points.end, make_generators(tr.seed, device),
-        cfg.task.num_tasks, cfg.task.num_training_examples, pool_seed=tr.seed,
+        task,
+        cfg.task.curriculum.points.end,
+        make_generators(tr.seed, device),
+        cfg.task.num_tasks,
+        cfg.task.num_training_examples,
+        pool_seed=tr.seed,
     )
-    return Run(rundir.resolved_config(cfg, device), run_dir, rank, world, device, task, mc, model,
-               make_optimizer(model, tr.lr), sampler)
+    return Run(
+        rundir.resolved_config(cfg, device),
+        run_dir,
+        rank,
+        world,
+        device,
+        task,
+        mc,
+        model,
+        make_optimizer(model, tr.lr),
+        sampler,
+    )
 
 
 def resume(run: Run) -> None:
@@ -251,8 +286,16 @@ def make_train_step(run: Run) -> TrainStep:
     if run.world > 1:
         wrapper = lambda m: DistributedDataParallel(m, device_ids=[device] if device.type == "cuda" else None)  # noqa: E731
     return TrainStep(
-        run.model, run.opt, run.task, run.cfg.task.curriculum.points.end, compile=tr.compile, amp=tr.amp,
-        grad_clip=tr.grad_clip, skip_nonfinite=tr.on_nonfinite == "skip", wrapper=wrapper, compile_mode=tr.compile_mode,
+        run.model,
+        run.opt,
+        run.task,
+        run.cfg.task.curriculum.points.end,
+        compile=tr.compile,
+        amp=tr.amp,
+        grad_clip=tr.grad_clip,
+        skip_nonfinite=tr.on_nonfinite == "skip",
+        wrapper=wrapper,
+        compile_mode=tr.compile_mode,
     )
 
 
@@ -267,7 +310,9 @@ def announce(run: Run) -> None:
     ts = run.train_step
     how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
     precision = "bf16 autocast" if ts.amp else "fp32 (TF32 matmuls)" if run.device.type == "cuda" else "fp32"
-    print(f"training a {run.model_config.arch} of {run.model.num_parameters():,} parameters on {where}: {how}, {precision}")
+    print(
+        f"training a {run.model_config.arch} of {run.model.num_parameters():,} parameters on {where}: {how}, {precision}"
+    )
 
 
 def run_steps(run: Run) -> None:
@@ -326,8 +371,11 @@ def log(run: Run, tally: Tally, bar: tqdm, n_dims: int, n_points: int) -> None:
     """One line of metrics.jsonl (mean loss since the last log, curriculum, speed) and the bar's postfix."""
     now, steps = time.perf_counter(), run.step - tally.since_step
     record = {
-        "step": run.step, "loss": tally.loss_sum.item() / steps, "active_dims": n_dims,
-        "points": n_points, "steps_per_s": steps / (now - tally.since_time),
+        "step": run.step,
+        "loss": tally.loss_sum.item() / steps,
+        "active_dims": n_dims,
+        "points": n_points,
+        "steps_per_s": steps / (now - tally.since_time),
     }
     if run.train_step.skip_nonfinite:
         record["skipped"] = run.train_step.skipped
@@ -361,4 +409,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     from minicl.train import main as importable  # joblib's workers unpickle the job by its module's name
+
     importable()

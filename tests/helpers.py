@@ -14,11 +14,23 @@ from minicl.common import pointwise_metric, standard_prompts
 from minicl.config import CONF, register_schemas, task_from_config
 
 # A few quick steps of any config, on the CPU, writing everything a run writes.
-SHORT = ["trainer.steps=6", "trainer.checkpoint_every=2", "trainer.log_every=2", "trainer.eval_prompts=64",
-         "trainer.progress=false", "trainer.device=cpu"]
+SHORT = [
+    "trainer.steps=6",
+    "trainer.checkpoint_every=2",
+    "trainer.log_every=2",
+    "trainer.eval_prompts=64",
+    "trainer.progress=false",
+    "trainer.device=cpu",
+]
 # The small test run: linear functions of 5 dims, 11 points, the tiny model, SHORT.
-TINY = ["task=linear", "experiment=quick", "task.curriculum.points.start=11", "task.curriculum.points.end=11",
-        "model.n_positions=11", *SHORT]
+TINY = [
+    "task=linear",
+    "experiment=quick",
+    "task.curriculum.points.start=11",
+    "task.curriculum.points.end=11",
+    "model.n_positions=11",
+    *SHORT,
+]
 
 
 def compose_config(*overrides: str, config_name: str = "train"):
@@ -47,7 +59,8 @@ def assert_final_eval_is_the_models(run_dir: Path) -> None:
     report = json.loads((Path(run_dir) / "final_eval.json").read_text())
     cfg = read_run(run_dir)["config"]
     model, task = load_model(run_dir), task_from_config(cfg["task"])
-    xs, ys = standard_prompts(task, cfg["trainer"]["eval_prompts"], cfg["task"]["curriculum"]["points"]["end"],
-                              cfg["trainer"]["seed"])
+    xs, ys = standard_prompts(
+        task, cfg["trainer"]["eval_prompts"], cfg["task"]["curriculum"]["points"]["end"], cfg["trainer"]["seed"]
+    )
     error = pointwise_metric(task, model(xs, ys).detach(), ys)[:, report["k"]].mean().item()
     assert report[model.config.arch] == pytest.approx(error, rel=1e-4)

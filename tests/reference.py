@@ -16,8 +16,14 @@ class OriginalModel(nn.Module):
         from transformers import GPT2Config, GPT2Model
 
         config = GPT2Config(
-            n_positions=2 * n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
+            n_positions=2 * n_positions,
+            n_embd=n_embd,
+            n_layer=n_layer,
+            n_head=n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            use_cache=False,
         )
         config._attn_implementation = "eager"  # as the original ran it
         self._read_in = nn.Linear(n_dims, n_embd)
@@ -37,7 +43,9 @@ class OriginalModel(nn.Module):
         return self._read_out(hidden)[:, ::2, 0]
 
 
-def original_step(model: nn.Module, opt: torch.optim.Optimizer, batch: int, n_points: int, n_dims: int, device) -> float:
+def original_step(
+    model: nn.Module, opt: torch.optim.Optimizer, batch: int, n_points: int, n_dims: int, device
+) -> float:
     """One step as the original ran it: sample on the CPU, copy, fp32, sync on the loss."""
     xs = torch.randn(batch, n_points, n_dims)
     ys = (xs @ torch.randn(batch, n_dims, 1)).squeeze(-1)

@@ -55,7 +55,9 @@ def test_lstm_equals_a_token_by_token_lstm():
     for t in range(T):
         inp = tokens[:, t]
         for l in range(rnn.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{l}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            w_ih, w_hh, b_ih, b_hh = (
+                getattr(rnn, f"{name}_l{l}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
             i, f, g, o = (inp @ w_ih.T + b_ih + h[l] @ w_hh.T + b_hh).chunk(4, dim=-1)
             c[l] = torch.sigmoid(f) * c[l] + torch.sigmoid(i) * torch.tanh(g)
             h[l] = inp = torch.sigmoid(o) * torch.tanh(c[l])
@@ -153,8 +155,10 @@ def test_compile_traces_each_architecture(arch, breaks_at):
 
 @pytest.mark.parametrize("size", ["tiny", "small", "standard"])
 def test_sizes_have_comparable_parameter_counts(compose_cfg, size):
-    counts = {arch: build_model(model_config(compose_cfg(f"model={size}", f"model.arch={arch}"))).num_parameters()
-              for arch in ARCHS}
+    counts = {
+        arch: build_model(model_config(compose_cfg(f"model={size}", f"model.arch={arch}"))).num_parameters()
+        for arch in ARCHS
+    }
     for arch, count in counts.items():
         assert 0.9 <= count / counts["transformer"] <= 1.25, counts  # mamba: two blocks a layer, the most
     assert lstm_width(256) == 312
@@ -201,9 +205,18 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("archs")
     out = {}
     for arch in ARCHS:
+
         def cfg(*extra):
-            return tiny("task.curriculum.points.start=5", "task.curriculum.points.inc=3", "task.curriculum.points.interval=2",
-                        "model.n_layer=2", "model.n_embd=32", f"model.arch={arch}", *extra)
+            return tiny(
+                "task.curriculum.points.start=5",
+                "task.curriculum.points.inc=3",
+                "task.curriculum.points.interval=2",
+                "model.n_layer=2",
+                "model.n_embd=32",
+                f"model.arch={arch}",
+                *extra,
+            )
+
         model = train(cfg(), root / arch)
         train(cfg("trainer.steps=3"), root / f"{arch}_resumed")
         resumed = train(cfg(), root / f"{arch}_resumed")
@@ -231,7 +244,9 @@ def test_evaluation_exploration_probe_and_estimators(runs, arch, tmp_path):
     assert "orthogonal_train_test" in metrics["settings"]
     for s in metrics["settings"].values():
         assert arch in s["models"] and np.isfinite(s["models"][arch]["mean"]).all()
-    length = run_sweep(run_dir, "length", n_prompts=32, max_points=None if arch != "linear_attention" else 11, out_dir=tmp_path)
+    length = run_sweep(
+        run_dir, "length", n_prompts=32, max_points=None if arch != "linear_attention" else 11, out_dir=tmp_path
+    )
     expected = 22 if model.config.recurrent else 11  # past the training length where positions allow
     assert length["n_points"] == expected and len(length["results"][-1]["models"][arch]["mean"]) == expected
     probe = probe_run(run_dir, n_prompts=32)

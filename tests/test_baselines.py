@@ -10,8 +10,20 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.tree import DecisionTreeRegressor
 from xgboost import XGBRegressor
 
-from minicl.baselines import (DMMSE, GD2NN, NOISELESS_FLOOR, BayesSparse, LeastSquares, build_baseline, forward_2nn, init_2nn, lasso_path, prefix_cross,
-                              prefix_gram, prefix_least_squares)
+from minicl.baselines import (
+    DMMSE,
+    GD2NN,
+    NOISELESS_FLOOR,
+    BayesSparse,
+    LeastSquares,
+    build_baseline,
+    forward_2nn,
+    init_2nn,
+    lasso_path,
+    prefix_cross,
+    prefix_gram,
+    prefix_least_squares,
+)
 from tests.reference import bayes_sparse_slow, fit_2nn, module_2nn
 
 
@@ -60,7 +72,9 @@ def pinv_least_squares(xs, ys):
     chol, info = torch.linalg.cholesky_ex(gram)
     pivots = torch.diagonal(chol, dim1=-2, dim2=-1)
     good = (torch.arange(xs.shape[1]) >= xs.shape[-1]) & (info == 0) & (pivots.amin(-1) > 1e-4 * pivots.amax(-1))
-    w = torch.cholesky_solve(cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1]).double())).squeeze(-1)
+    w = torch.cholesky_solve(
+        cross.unsqueeze(-1), torch.where(good[..., None, None], chol, torch.eye(xs.shape[-1]).double())
+    ).squeeze(-1)
     w[~good] = (torch.linalg.pinv(gram[~good], hermitian=True, rtol=1e-12) @ cross[~good].unsqueeze(-1)).squeeze(-1)
     return w
 
@@ -87,7 +101,9 @@ def test_one_pass_least_squares_matches_pinv(case):
     assert not shaky.any()  # the one-pass update itself, not its fallback, is checked here
     slow = pinv_least_squares(xs, ys)
     err = (fast - slow).norm(dim=-1) / slow.norm(dim=-1).clamp_min(1e-300)
-    assert err.max() < 1e-8, f"{case}: relative difference {err.max():.2e} at {divmod(err.argmax().item(), xs.shape[1])}"
+    assert err.max() < 1e-8, (
+        f"{case}: relative difference {err.max():.2e} at {divmod(err.argmax().item(), xs.shape[1])}"
+    )
     torch.testing.assert_close(LeastSquares().weights(xs, ys), fast, rtol=0, atol=0)
 
 
@@ -108,7 +124,9 @@ def test_lasso_matches_sklearn(alpha):
     def ref(X, y, q):
         return SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=1_000_000).fit(X, y).predict(q)[0]
 
-    torch.testing.assert_close(build_baseline("lasso", alpha=alpha)(xs, ys, qs), per_prefix(ref, xs, ys, qs), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        build_baseline("lasso", alpha=alpha)(xs, ys, qs), per_prefix(ref, xs, ys, qs), rtol=0, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -122,7 +140,9 @@ def test_lasso_objective_never_above_sklearns(seed):
                 w = lasso_path((X.T @ X / i)[None], (X.T @ y / i)[None], alpha)[0]
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    sk = SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(X.numpy(), y.numpy())
+                    sk = SkLasso(alpha=alpha, fit_intercept=False, tol=1e-12, max_iter=100_000).fit(
+                        X.numpy(), y.numpy()
+                    )
 
                 def objective(v):
                     return ((y - X @ v) ** 2).sum().item() / (2 * i) + alpha * v.abs().sum().item()
@@ -149,16 +169,21 @@ def test_batched_2nn_forward_matches_module():
     torch.testing.assert_close(forward_2nn(p, x)[1], module_2nn(p, 1)(x[1]).squeeze(-1))
 
 
-@pytest.mark.parametrize("name, params, make", [
-    ("decision_tree", {"max_depth": 4}, lambda: DecisionTreeRegressor(max_depth=4, random_state=0)),
-    ("decision_tree", {}, lambda: DecisionTreeRegressor(random_state=0)),
-    # the original ran xgboost 1.x: exact trees and base_score 0.5 were its defaults
-    ("xgboost", {}, lambda: XGBRegressor(tree_method="exact", base_score=0.5, random_state=0, n_jobs=1)),
-])
+@pytest.mark.parametrize(
+    "name, params, make",
+    [
+        ("decision_tree", {"max_depth": 4}, lambda: DecisionTreeRegressor(max_depth=4, random_state=0)),
+        ("decision_tree", {}, lambda: DecisionTreeRegressor(random_state=0)),
+        # the original ran xgboost 1.x: exact trees and base_score 0.5 were its defaults
+        ("xgboost", {}, lambda: XGBRegressor(tree_method="exact", base_score=0.5, random_state=0, n_jobs=1)),
+    ],
+)
 def test_tree_baselines_match_per_prompt_fits(name, params, make):
     xs, ys, qs = prompts(B=3, N=8, D=4)
     got = build_baseline(name, n_jobs=2, **params)(xs, ys, qs)
-    torch.testing.assert_close(got, per_prefix(lambda X, y, q: make().fit(X, y).predict(q)[0], xs, ys, qs), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        got, per_prefix(lambda X, y, q: make().fit(X, y).predict(q)[0], xs, ys, qs), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_baseline_parameter_errors():
@@ -207,9 +232,14 @@ def test_dmmse_finds_the_pooled_task_a_prompt_was_drawn_from():
 
 def sparse_prompts(B, N, D, sparsity, noise_std, w_scale=1.0, seed=0):
     g = torch.Generator().manual_seed(seed)
-    xs, qs = torch.randn(B, N, D, generator=g, dtype=torch.float64), torch.randn(B, N, D, generator=g, dtype=torch.float64)
+    xs, qs = (
+        torch.randn(B, N, D, generator=g, dtype=torch.float64),
+        torch.randn(B, N, D, generator=g, dtype=torch.float64),
+    )
     support = torch.rand(B, D, generator=g).argsort(1)[:, :sparsity]
-    w = torch.zeros(B, D, dtype=torch.float64).scatter_(1, support, w_scale * torch.randn(B, sparsity, generator=g, dtype=torch.float64))
+    w = torch.zeros(B, D, dtype=torch.float64).scatter_(
+        1, support, w_scale * torch.randn(B, sparsity, generator=g, dtype=torch.float64)
+    )
     ys = (xs @ w.unsqueeze(-1)).squeeze(-1) + noise_std * torch.randn(B, N, generator=g, dtype=torch.float64)
     return xs, ys, qs, w
 

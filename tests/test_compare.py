@@ -12,8 +12,11 @@ from minicl.train import train
 def runs(tiny_cfg, tmp_path):
     """Three tiny runs: two seeds at one rate, one seed at another."""
     made = {}
-    for name, overrides in {"a0": ["trainer.lr=1e-3"], "a1": ["trainer.lr=1e-3", "trainer.seed=1"],
-                            "b0": ["trainer.lr=2e-3", "trainer.progress=true"]}.items():
+    for name, overrides in {
+        "a0": ["trainer.lr=1e-3"],
+        "a1": ["trainer.lr=1e-3", "trainer.seed=1"],
+        "b0": ["trainer.lr=2e-3", "trainer.progress=true"],
+    }.items():
         train(tiny_cfg(*overrides), tmp_path / "sweep" / name)
         made[name] = tmp_path / "sweep" / name
     return made
@@ -24,7 +27,10 @@ def test_compare_groups_seeds_and_writes_figures_and_a_table(runs, tmp_path):
     out = tmp_path / "sweep" / "compare"
     assert all((out / name).exists() for name in ("loss.png", "error.png", "table.md"))
     rows = [line for line in table.split("error at k")[0].splitlines() if line.startswith("| trainer.lr")]
-    assert [row.split(" | ")[:3] for row in rows] == [["| trainer.lr=0.001", "standard", "2"], ["| trainer.lr=0.002", "standard", "1"]]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        ["| trainer.lr=0.001", "standard", "2"],
+        ["| trainer.lr=0.002", "standard", "1"],
+    ]
     assert rows[0].count("[") == 3 and "[" not in rows[1]  # seeds: mean [min, max] at k = d/2, d, 2d
     assert all((run / "metrics.json").exists() for run in runs.values())  # evaluated where missing
     assert (out / "sweep.png").exists() and "error at k = 5" in table  # one knob differs: the sweep's figure
@@ -35,8 +41,10 @@ def test_compare_groups_seeds_and_writes_figures_and_a_table(runs, tmp_path):
 
 
 def test_groups_ignore_seeds_and_knobs_that_do_not_change_results():
-    configs = {f"r{i}": {"task": {"name": "linear", "n_dims": 5}, "trainer": {"seed": i, "progress": i == 0, "lr": lr}}
-               for i, lr in enumerate([1e-3, 1e-3, 1e-4])}
+    configs = {
+        f"r{i}": {"task": {"name": "linear", "n_dims": 5}, "trainer": {"seed": i, "progress": i == 0, "lr": lr}}
+        for i, lr in enumerate([1e-3, 1e-3, 1e-4])
+    }
     assert group_runs(configs) == {"trainer.lr=0.0001": ["r2"], "trainer.lr=0.001": ["r0", "r1"]}
     assert group_runs({"r": configs["r0"]}) == {"all runs": ["r"]}
 
@@ -52,8 +60,16 @@ def test_runs_of_other_tasks_or_dims_are_refused_by_name(tiny_cfg, tmp_path):
 
 
 def test_the_command_line(runs, tmp_path):
-    cmd = [sys.executable, "-m", "minicl.compare", str(runs["a0"]), str(runs["a1"]), f"out={tmp_path / 'cli'}",
-           "n_prompts=16", "device=cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicl.compare",
+        str(runs["a0"]),
+        str(runs["a1"]),
+        f"out={tmp_path / 'cli'}",
+        "n_prompts=16",
+        "device=cpu",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| all runs | standard | 2 |" in result.stdout and (tmp_path / "cli" / "error.png").exists()

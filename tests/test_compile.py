@@ -56,12 +56,18 @@ def test_a_whole_curriculum_compiles_at_most_twice(tiny_cfg, tmp_path):
     torch._dynamo.reset()
     counters.clear()
     cfg = tiny_cfg(
-        "trainer.compile=true", "trainer.steps=8", "task.n_dims=6", "task.curriculum.dims.start=3", "task.curriculum.dims.end=6",
-        "task.curriculum.dims.interval=2", "task.curriculum.points.start=5", "task.curriculum.points.inc=2",
-        "task.curriculum.points.interval=2", "trainer.log_every=1",
+        "trainer.compile=true",
+        "trainer.steps=8",
+        "task.n_dims=6",
+        "task.curriculum.dims.start=3",
+        "task.curriculum.dims.end=6",
+        "task.curriculum.dims.interval=2",
+        "task.curriculum.points.start=5",
+        "task.curriculum.points.inc=2",
+        "task.curriculum.points.interval=2",
+        "trainer.log_every=1",
     )
     train(cfg, tmp_path)
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert '"active_dims": 3' in lines[0] and '"points": 11' in lines[-1]  # the curriculum really moved
     assert counters["stats"]["unique_graphs"] <= 2
-

@@ -28,10 +28,15 @@ def test_every_task_and_model_composes_and_checks(compose_cfg, task, model):
 OWN_TASK = {"linear_d20": "linear"}  # experiments sized for one task, as claim_<task> is
 
 
-@pytest.mark.parametrize("task, experiment", [
-    (t, e) for t in options("task") for e in options("experiment")
-    if OWN_TASK.get(e, e.removeprefix("claim_") if e.startswith("claim_") else t) == t
-])
+@pytest.mark.parametrize(
+    "task, experiment",
+    [
+        (t, e)
+        for t in options("task")
+        for e in options("experiment")
+        if OWN_TASK.get(e, e.removeprefix("claim_") if e.startswith("claim_") else t) == t
+    ],
+)
 def test_every_experiment_composes(compose_cfg, experiment, task):
     check_config(compose_cfg(f"task={task}", f"experiment={experiment}"))
 
@@ -63,7 +68,9 @@ def test_amp_and_compile_resolve_to_what_the_device_runs(compose_cfg):
     cpu = torch.device("cpu")
     chosen = plain(resolved_config(compose_cfg("task=linear", "trainer.amp=null"), cpu))["trainer"]
     assert (chosen["amp"], chosen["compile"]) == (bf16_is_fast(cpu), False)
-    paper = plain(resolved_config(compose_cfg("task=linear"), cpu))["trainer"]  # fp32 unless asked: the paper's precision
+    paper = plain(resolved_config(compose_cfg("task=linear"), cpu))[
+        "trainer"
+    ]  # fp32 unless asked: the paper's precision
     assert (paper["amp"], paper["compile"]) == (False, False)
     assert plain(resolved_config(compose_cfg("trainer.compile=true"), cpu))["trainer"]["compile"] is True
 

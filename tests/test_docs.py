@@ -91,8 +91,11 @@ def test_every_documented_command_splits_and_composes(where, command):
     if module in HYDRA_APPS:
         overrides = OverridesParser.create().parse_overrides(args)  # Hydra's grammar: quoting, sweeps, lists
         chosen = [o.input_line for o in overrides if not o.is_sweep_override()]
-        chosen += [f"{o.get_key_element()}={next(o.sweep_iterator(transformer=Transformer.encode))}"  # a sweep's first job
-                   for o in overrides if o.is_sweep_override()]
+        chosen += [
+            f"{o.get_key_element()}={next(o.sweep_iterator(transformer=Transformer.encode))}"  # a sweep's first job
+            for o in overrides
+            if o.is_sweep_override()
+        ]
         chosen = [o for o in chosen if not o.lstrip("+~").startswith("hydra")]  # Hydra's own settings: parsed above
         register_schemas()
         with initialize_config_dir(config_dir=str(CONF), version_base=None):

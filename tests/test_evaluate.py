@@ -43,10 +43,13 @@ def test_overlapping_queries_repeat_an_earlier_point():
     torch.testing.assert_close(p.targets[:, 1:], p.ys.gather(1, same[:, 1:].float().argmax(-1)))
 
 
-@pytest.mark.parametrize("setting, spectrum", [
-    ("half_subspace", torch.cat((torch.full((D // 2,), 2.0), torch.zeros(D - D // 2)))),
-    ("skewed", (1 / torch.arange(1, D + 1)) ** 2 * D / ((1 / torch.arange(1, D + 1)) ** 2).sum()),
-])
+@pytest.mark.parametrize(
+    "setting, spectrum",
+    [
+        ("half_subspace", torch.cat((torch.full((D // 2,), 2.0), torch.zeros(D - D // 2)))),
+        ("skewed", (1 / torch.arange(1, D + 1)) ** 2 * D / ((1 / torch.arange(1, D + 1)) ** 2).sum()),
+    ],
+)
 def test_covariance_spectrum(setting, spectrum):
     xs = prompts(setting, n=4000).xs.reshape(-1, D)
     eig = torch.linalg.eigvalsh(xs.T @ xs / len(xs)).flip(0)
@@ -79,7 +82,9 @@ def test_noisy_labels_are_the_originals():
 
 
 def test_noisy_setting_uses_the_tasks_noise_and_keeps_sparse_w_sparse():
-    clean, noisy = (setting_prompts("noisy_linear", build_task("linear", n_dims=D), 2000, N, 0, noise_std=s) for s in (0.0, 2.0))
+    clean, noisy = (
+        setting_prompts("noisy_linear", build_task("linear", n_dims=D), 2000, N, 0, noise_std=s) for s in (0.0, 2.0)
+    )
     residual = noisy.ys * math.sqrt(D + 4.0) / math.sqrt(D) - clean.ys  # undo the rescaling
     assert residual.std().item() == pytest.approx(2.0, rel=0.05)
     sparse = build_task("sparse_linear", n_dims=10, sparsity=2)
@@ -102,8 +107,18 @@ def test_unknown_setting_is_refused():
 
 
 def task_cfg(name="linear"):
-    return {"name": name, "n_dims": D, "sparsity": 3, "noise_std": 1.0, "hidden": 100, "depth": 4, "w_scale": 1.0,
-            "num_tasks": None, "num_training_examples": None, "curriculum": {"points": {"end": N}}}
+    return {
+        "name": name,
+        "n_dims": D,
+        "sparsity": 3,
+        "noise_std": 1.0,
+        "hidden": 100,
+        "depth": 4,
+        "w_scale": 1.0,
+        "num_tasks": None,
+        "num_training_examples": None,
+        "curriculum": {"points": {"end": N}},
+    }
 
 
 def test_metrics_and_plots_are_written_and_reproducible(tmp_path):
@@ -126,12 +141,19 @@ def test_default_baselines_per_task():
     assert default_baselines(task_cfg("noisy_linear"))["ridge"] == {"name": "ridge", "noise_std": 1.0}
     trees = default_baselines(task_cfg("decision_tree"))
     assert {"decision_tree_4", "xgboost"} <= set(trees)
-    assert trees["gd_2nn"] == {"name": "gd_2nn", "hidden": 100, "lr": 0.005, "steps": 100}  # in the original's tree plots
+    assert trees["gd_2nn"] == {
+        "name": "gd_2nn",
+        "hidden": 100,
+        "lr": 0.005,
+        "steps": 100,
+    }  # in the original's tree plots
 
 
 def test_evaluate_run_writes_next_to_the_run(tiny_cfg, tmp_path):
     train(tiny_cfg(), tmp_path)
-    metrics = evaluate_run(tmp_path, n_prompts=32, settings=["standard", "random_quadrants"], progress=False, device="cpu")
+    metrics = evaluate_run(
+        tmp_path, n_prompts=32, settings=["standard", "random_quadrants"], progress=False, device="cpu"
+    )
     assert "transformer" in metrics["settings"]["random_quadrants"]["models"]
     assert (tmp_path / "metrics.json").exists() and (tmp_path / "plots" / "random_quadrants.png").exists()
 
@@ -143,7 +165,9 @@ def test_a_pool_run_is_evaluated_on_its_pool_and_on_fresh_tasks_with_dmmse_and_r
     pooled, fresh = (metrics["settings"][s]["models"] for s in ("pool_tasks", "standard"))
     assert {"dmmse", "ridge"} <= pooled.keys() and pooled["dmmse"]["mean"][3] < 1e-3  # 3 pairs pick 1 of 4 tasks
     assert fresh["dmmse"]["mean"][10] > 0.1 > fresh["ridge"]["mean"][10]  # fresh tasks: the pool's posterior is wrong
-    pool = PromptSampler(build_task("linear", n_dims=5), 1, make_generators(0), num_tasks=4, pool_seed=3).function_pool["w"]
+    pool = PromptSampler(build_task("linear", n_dims=5), 1, make_generators(0), num_tasks=4, pool_seed=3).function_pool[
+        "w"
+    ]
     p = setting_prompts("pool_tasks", build_task("linear", n_dims=5), 64, 11, 0, num_tasks=4, pool_seed=3)
     fits = (p.ys.unsqueeze(-1) - p.xs @ pool.T).abs().amax(1)  # (prompts, pooled tasks): one fits exactly
     assert (fits.amin(1) < 1e-4).all() and len(set(fits.argmin(1).tolist())) == 4
@@ -152,8 +176,18 @@ def test_a_pool_run_is_evaluated_on_its_pool_and_on_fresh_tasks_with_dmmse_and_r
 
 
 def test_command_line_baselines_only(tmp_path):
-    cmd = [sys.executable, "-m", "minicl.evaluate", "task=sparse_linear", "task.n_dims=6", "task.curriculum.dims.end=6",
-           "n_prompts=32", "settings=[standard]", "~baselines.knn_3", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicl.evaluate",
+        "task=sparse_linear",
+        "task.n_dims=6",
+        "task.curriculum.dims.end=6",
+        "n_prompts=32",
+        "settings=[standard]",
+        "~baselines.knn_3",
+        f"hydra.run.dir={tmp_path}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     models = json.loads((tmp_path / "metrics.json").read_text())["settings"]["standard"]["models"]

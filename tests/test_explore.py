@@ -28,8 +28,16 @@ def test_x_and_w_scale_move_what_they_name():
     torch.testing.assert_close(yw, 0.5 * ys1)
 
 
-@pytest.mark.parametrize("sweep_name, setting", [("x_scale", "scale_x_2.0"), ("w_scale", "scale_y_2.0"), ("skew", "skew_2.0"),
-                                                 ("noise", "noise_2.0"), ("dims", "dims_2.0")])
+@pytest.mark.parametrize(
+    "sweep_name, setting",
+    [
+        ("x_scale", "scale_x_2.0"),
+        ("w_scale", "scale_y_2.0"),
+        ("skew", "skew_2.0"),
+        ("noise", "noise_2.0"),
+        ("dims", "dims_2.0"),
+    ],
+)
 def test_sweeps_draw_the_evaluation_settings_prompts(sweep_name, setting):
     """One distortion, written once: a sweep at a value is its settings family at that value."""
     a = sweep_prompts(sweep_name, 2.0, build_task("linear", n_dims=D), 16, 12, seed=3)
@@ -78,7 +86,9 @@ def test_sweep_writes_json_and_plots(tiny_run):
 
 
 def test_learned_positions_refuse_a_longer_prompt(tiny_run):
-    with pytest.raises(ValueError, match="past the learned positions \\(n_positions=11\\); train with model.pos_emb=rope"):
+    with pytest.raises(
+        ValueError, match="past the learned positions \\(n_positions=11\\); train with model.pos_emb=rope"
+    ):
         run_sweep(tiny_run(), "length", max_points=22, n_prompts=8)
 
 
@@ -108,8 +118,12 @@ def test_probe_of_least_squares_is_least_squares():
 def test_explore_command_line(tiny_run):
     run = tiny_run()
     for sweep in ("dims", "probe"):
-        out = subprocess.run([sys.executable, "-m", "minicl.explore", f"run={run}", f"sweep={sweep}", "n_prompts=16"],
-                             capture_output=True, text=True, timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "minicl.explore", f"run={run}", f"sweep={sweep}", "n_prompts=16"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
     assert (run / "explore" / "dims.json").exists() and (run / "explore" / "probe.json").exists()
     assert "cosine at k=10" in out.stdout

@@ -40,15 +40,25 @@ def write_original_run(path: Path, ref, as_snapshot=False, task="linear_regressi
     path.mkdir()
     config = {
         "model": {"family": "gpt2", "n_dims": 5, "n_positions": 11, "n_embd": 32, "n_layer": 2, "n_head": 4},
-        "training": {"task": task, "task_kwargs": task_kwargs or {}, "batch_size": 64, "learning_rate": 1e-4,
-                     "train_steps": 500, "curriculum": {"dims": {"start": 5, "end": 5, "inc": 1, "interval": 2000},
-                                                        "points": {"start": 11, "end": 11, "inc": 2, "interval": 2000}}},
+        "training": {
+            "task": task,
+            "task_kwargs": task_kwargs or {},
+            "batch_size": 64,
+            "learning_rate": 1e-4,
+            "train_steps": 500,
+            "curriculum": {
+                "dims": {"start": 5, "end": 5, "inc": 1, "interval": 2000},
+                "points": {"start": 11, "end": 11, "inc": 2, "interval": 2000},
+            },
+        },
     }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     if as_snapshot:
         torch.save(ref.state_dict(), path / "model_500.pt")
     else:
-        torch.save({"model_state_dict": ref.state_dict(), "optimizer_state_dict": {}, "train_step": 500}, path / "state.pt")
+        torch.save(
+            {"model_state_dict": ref.state_dict(), "optimizer_state_dict": {}, "train_step": 500}, path / "state.pt"
+        )
 
 
 @pytest.mark.parametrize("as_snapshot", [False, True])
@@ -67,7 +77,9 @@ def test_original_run_directory_loads_and_converts(tmp_path, as_snapshot):
 
 def test_evaluate_an_original_run(tmp_path):
     write_original_run(tmp_path / "orig", original(), task="sparse_linear_regression", task_kwargs={"sparsity": 2})
-    metrics = evaluate_run(tmp_path / "orig", n_prompts=16, settings=["standard"], progress=False, device="cpu", bootstrap=10)
+    metrics = evaluate_run(
+        tmp_path / "orig", n_prompts=16, settings=["standard"], progress=False, device="cpu", bootstrap=10
+    )
     assert metrics["task"] == "sparse_linear" and "lasso_1e-2" in metrics["settings"]["standard"]["models"]
     assert metrics["settings"]["standard"]["normaliser"] == 2
 
@@ -110,7 +122,10 @@ def test_regressor_predicts_what_the_model_predicts_at_the_query():
         for standardize, pred in ((True, got[j]), (False, raw[j])):
             xs = torch.zeros(1, 11, 4)
             context, query = ((X - mean) / std, (Xq[j] - mean) / std) if standardize else (X, Xq[j])
-            xs[0, :10, :3], xs[0, 10, :3] = torch.tensor(context, dtype=torch.float32), torch.tensor(query, dtype=torch.float32)
+            xs[0, :10, :3], xs[0, 10, :3] = (
+                torch.tensor(context, dtype=torch.float32),
+                torch.tensor(query, dtype=torch.float32),
+            )
             ys = torch.cat((torch.tensor((y - y.mean()) / scale, dtype=torch.float32), torch.zeros(1)))[None]
             assert pred == pytest.approx(model(xs, ys)[0, 10].item() * scale + y.mean(), rel=1e-4, abs=1e-4)
 
@@ -172,7 +187,9 @@ def _checks():
     from sklearn.utils.estimator_checks import parametrize_with_checks
 
     big = linear_model(n_dims=12, n_positions=256)
-    return parametrize_with_checks([ICLRegressor(big), ICLClassifier(big)], expected_failed_checks=lambda est: FIT_QUALITY)
+    return parametrize_with_checks(
+        [ICLRegressor(big), ICLClassifier(big)], expected_failed_checks=lambda est: FIT_QUALITY
+    )
 
 
 @_checks()

@@ -64,7 +64,9 @@ def layering_violations(package: Path, layers: list[set[str]]) -> list[str]:
             continue
         for line, other in minicl_imports(ast.parse(path.read_text())):
             if other in rank and other != me and rank[other] >= rank[me]:
-                problems.append(f"{path.name}:{line} imports minicl.{other} (layer {rank[other]}) from layer {rank[me]}")
+                problems.append(
+                    f"{path.name}:{line} imports minicl.{other} (layer {rank[other]}) from layer {rank[me]}"
+                )
             elif other in rank and other == me and me != "minicl":
                 problems.append(f"{path.name}:{line} imports itself")
     return problems

@@ -16,8 +16,17 @@ def make(pos_emb="learned", **kw):
     return build_model(ModelConfig(**cfg)).eval()
 
 
-@pytest.mark.parametrize("pos_emb, arch", [("learned", "transformer"), ("rope", "transformer"), ("none", "transformer"),
-                                           ("learned", "linear_attention"), ("none", "lstm"), ("none", "mamba")])
+@pytest.mark.parametrize(
+    "pos_emb, arch",
+    [
+        ("learned", "transformer"),
+        ("rope", "transformer"),
+        ("none", "transformer"),
+        ("learned", "linear_attention"),
+        ("none", "lstm"),
+        ("none", "mamba"),
+    ],
+)
 def test_causal_later_pairs_never_change_earlier_predictions(pos_emb, arch):
     model = make(pos_emb, arch=arch)
     xs, ys = torch.randn(3, 10, 4), torch.randn(3, 10)
@@ -85,7 +94,9 @@ def test_cpu_gelu_is_gpt2s_tanh_gelu_with_its_gradient():
     ours, aten = TanhGELU.apply(x), F.gelu(x, approximate="tanh")
     g = torch.randn_like(x)
     torch.testing.assert_close(ours, aten, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(aten, x, g)[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        torch.autograd.grad(ours, x, g)[0], torch.autograd.grad(aten, x, g)[0], rtol=1e-12, atol=1e-12
+    )
 
 
 def test_gpt2_initialisation():
@@ -124,8 +135,17 @@ def test_import_pulls_in_torch_only():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("pos_emb, arch", [("learned", "transformer"), ("rope", "transformer"), ("none", "transformer"),
-                                           ("learned", "linear_attention"), ("none", "lstm"), ("none", "mamba")])
+@pytest.mark.parametrize(
+    "pos_emb, arch",
+    [
+        ("learned", "transformer"),
+        ("rope", "transformer"),
+        ("none", "transformer"),
+        ("learned", "linear_attention"),
+        ("none", "lstm"),
+        ("none", "mamba"),
+    ],
+)
 def test_queries_in_one_pass_equal_one_pass_per_swapped_query(pos_emb, arch):
     model = make(pos_emb, arch=arch)
     xs, ys, qs = torch.randn(2, 7, 4), torch.randn(2, 7), torch.randn(2, 7, 4)
@@ -137,8 +157,10 @@ def test_queries_in_one_pass_equal_one_pass_per_swapped_query(pos_emb, arch):
     torch.testing.assert_close(model(xs, ys, queries=xs), model(xs, ys), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("pos_emb, arch", [("learned", "transformer"), ("rope", "transformer"), ("learned", "linear_attention"),
-                                           ("none", "lstm")])
+@pytest.mark.parametrize(
+    "pos_emb, arch",
+    [("learned", "transformer"), ("rope", "transformer"), ("learned", "linear_attention"), ("none", "lstm")],
+)
 def test_after_prompt_predicts_every_query_from_the_whole_prompt(pos_emb, arch):
     model = make(pos_emb, arch=arch)
     xs, ys, qs = torch.randn(2, 6, 4), torch.randn(2, 6), torch.randn(2, 9, 4)

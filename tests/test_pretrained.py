@@ -44,12 +44,19 @@ def test_each_shipped_model_reevaluates_within_its_recorded_bands(name):
     sqrt(2) widths is 4.65 of their sigma (a false failure once in 3e5 checks)."""
     info, model = pretrained.info(name), pretrained.load(name)
     task = task_from_config(info["config"]["task"])
-    p = setting_prompts("standard", task, info["evaluation"]["n_prompts"], info["n_points"], info["evaluation"]["seed"] + 1000)
+    p = setting_prompts(
+        "standard", task, info["evaluation"]["n_prompts"], info["n_points"], info["evaluation"]["seed"] + 1000
+    )
     fresh = pointwise_metric(task, predict_in_batches(model, p.xs, p.ys), p.targets).mean(0)
     recorded = info["evaluation"]["models"][model.config.arch]
     for k in sorted({min(k, info["n_points"] - 1) for k in (max(1, task.n_dims // 2), task.n_dims, 2 * task.n_dims)}):
         width = recorded["hi"][k] - recorded["lo"][k]
-        assert abs(fresh[k].item() - recorded["mean"][k]) <= 2**0.5 * width, (k, fresh[k].item(), recorded["mean"][k], width)
+        assert abs(fresh[k].item() - recorded["mean"][k]) <= 2**0.5 * width, (
+            k,
+            fresh[k].item(),
+            recorded["mean"][k],
+            width,
+        )
 
 
 def test_every_command_takes_a_shipped_model(tmp_path, monkeypatch):
@@ -59,9 +66,16 @@ def test_every_command_takes_a_shipped_model(tmp_path, monkeypatch):
     assert (tmp_path / "runs" / "pretrained" / "quick" / "metrics.json").exists()
     run_sweep("pretrained:quick", "x_scale", values=[1.0, 2.0], n_prompts=16)
     probe_run("pretrained:quick", n_prompts=16)
-    assert {p.name for p in (tmp_path / "runs" / "pretrained" / "quick" / "explore").iterdir()} >= {"x_scale.json", "probe.json"}
-    out = subprocess.run([sys.executable, "-m", "minicl.explore", "run=pretrained:quick", "sweep=dims", "n_prompts=16"],
-                         capture_output=True, text=True, timeout=300)
+    assert {p.name for p in (tmp_path / "runs" / "pretrained" / "quick" / "explore").iterdir()} >= {
+        "x_scale.json",
+        "probe.json",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "minicl.explore", "run=pretrained:quick", "sweep=dims", "n_prompts=16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert not list(tmp_path.glob("pretrained:*"))
 
@@ -71,7 +85,9 @@ def test_reproduce_judges_the_shipped_claims_without_training(tmp_path):
     for c in results:
         [r] = c["runs"]
         shipped = pretrained.info(c["claim"])
-        assert r["run"] == f"pretrained:{c['claim']}" and r["train_seconds"] == shipped["train_seconds"] and r["seed"] == 0
+        assert (
+            r["run"] == f"pretrained:{c['claim']}" and r["train_seconds"] == shipped["train_seconds"] and r["seed"] == 0
+        )
         assert r["curve"]["steps"] == shipped["curve"]["steps"] and r["curve"]["steps"]
     assert not list(tmp_path.rglob("state.pt")) and (tmp_path / "pretrained" / "claims.png").exists()
     with pytest.raises(ValueError, match="source must be one of"):
@@ -92,25 +108,51 @@ def test_ship_writes_a_runs_model_and_its_record(tmp_path):
 
 
 def test_the_wheel_carries_configs_and_models_and_runs_from_an_empty_directory(tmp_path):
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                            str(tmp_path / "dist"), str(CONF.parent)], capture_output=True, text=True, timeout=300)
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(CONF.parent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("minicl-*.whl")
     held = set(zipfile.ZipFile(wheel).namelist())
     assert {f"minicl/conf/{p.relative_to(CONF)}" for p in CONF.rglob("*.yaml")} <= held
     assert {f"minicl/shipped/{name}.{ext}" for name in NAMES for ext in ("pt", "json")} <= held
     site = tmp_path / "site"
-    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                             capture_output=True, text=True, timeout=300)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert install.returncode == 0, install.stderr[-2000:]
     empty = tmp_path / "empty"
     empty.mkdir()
     env = dict(os.environ, PYTHONPATH=str(site))
-    for command in (["-c", "import minicl; print(minicl.__file__)"],
-                    ["-m", "minicl.train", "task=linear", "experiment=quick", "trainer.steps=3", "trainer.eval_prompts=16"],
-                    ["-m", "minicl.evaluate", "run=pretrained:linear", "settings=[standard]", "n_prompts=32"]):
-        out = subprocess.run([sys.executable, *command], cwd=empty, env=env, capture_output=True, text=True, timeout=300)
+    for command in (
+        ["-c", "import minicl; print(minicl.__file__)"],
+        ["-m", "minicl.train", "task=linear", "experiment=quick", "trainer.steps=3", "trainer.eval_prompts=16"],
+        ["-m", "minicl.evaluate", "run=pretrained:linear", "settings=[standard]", "n_prompts=32"],
+    ):
+        out = subprocess.run(
+            [sys.executable, *command], cwd=empty, env=env, capture_output=True, text=True, timeout=300
+        )
         assert out.returncode == 0, out.stderr[-2000:]
         if command[0] == "-c":
             assert out.stdout.startswith(str(site))  # the wheel's minicl, not the checkout's
-    assert list(empty.glob("runs/linear/*/state.pt")) and (empty / "runs" / "pretrained" / "linear" / "metrics.json").exists()
+    assert (
+        list(empty.glob("runs/linear/*/state.pt"))
+        and (empty / "runs" / "pretrained" / "linear" / "metrics.json").exists()
+    )

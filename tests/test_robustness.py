@@ -33,7 +33,9 @@ def test_sigkill_at_several_points_then_resume_is_bit_exact(tmp_path):
     assert whole.returncode == 0, whole.stderr.decode()[-2000:]
     killed = tmp_path / "killed"
     for kill_at in (5, 23, 41):  # kill once the log shows this many steps: mid-step or mid-checkpoint
-        proc = subprocess.Popen(train_command(killed, *overrides), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            train_command(killed, *overrides), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.time() + 120
         while logged_steps(killed) < kill_at and proc.poll() is None and time.time() < deadline:
             time.sleep(0.005)
@@ -125,12 +127,17 @@ def test_torchrun_two_processes_match_one_and_resume(tmp_path, arch):
     one = subprocess.run(train_command(tmp_path / "one", *overrides), env=ONE_THREAD, capture_output=True, timeout=300)
     assert one.returncode == 0, one.stderr.decode()[-2000:]
     torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2")
-    two = subprocess.run(train_command(tmp_path / "two", *overrides, launcher=torchrun), env=ONE_THREAD,
-                         capture_output=True, timeout=300)
+    two = subprocess.run(
+        train_command(tmp_path / "two", *overrides, launcher=torchrun), env=ONE_THREAD, capture_output=True, timeout=300
+    )
     assert two.returncode == 0, two.stderr.decode()[-3000:]
     assert logged(tmp_path / "two") == list(range(1, 7))
     assert logged(tmp_path / "two", "loss") == pytest.approx(logged(tmp_path / "one", "loss"), abs=1e-4)
-    resumed = subprocess.run(train_command(tmp_path / "two", *overrides, "trainer.steps=9", launcher=torchrun),
-                             env=ONE_THREAD, capture_output=True, timeout=300)
+    resumed = subprocess.run(
+        train_command(tmp_path / "two", *overrides, "trainer.steps=9", launcher=torchrun),
+        env=ONE_THREAD,
+        capture_output=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     assert b"resuming" in resumed.stdout and logged(tmp_path / "two") == list(range(1, 10))

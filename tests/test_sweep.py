@@ -15,8 +15,17 @@ from tests.helpers import TINY, assert_final_eval_is_the_models, logged
 
 
 def sweep(sweep_dir, *overrides):
-    cmd = [sys.executable, "-m", "minicl.train", "-m", *TINY, "trainer.steps=2", "trainer.seed=0,1",
-           f"hydra.sweep.dir={sweep_dir}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicl.train",
+        "-m",
+        *TINY,
+        "trainer.steps=2",
+        "trainer.seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted(path for path in sweep_dir.iterdir() if path.is_dir() and not path.name.startswith("."))
@@ -46,7 +55,16 @@ def test_joblib_runs_the_jobs_in_separate_processes_sharing_the_cores(tmp_path):
 def test_submitit_local_runs_the_sweep_and_the_slurm_config_composes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [sweep] extra is not installed")
     sweep(tmp_path, "hydra/launcher=submitit_local")
-    cmd = [sys.executable, "-m", "minicl.train", "hydra/launcher=slurm", "--cfg", "hydra", "--package", "hydra.launcher"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicl.train",
+        "hydra/launcher=slurm",
+        "--cfg",
+        "hydra",
+        "--package",
+        "hydra.launcher",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "SlurmLauncher" in out.stdout and "gpus_per_node: 1" in out.stdout

@@ -39,7 +39,9 @@ def reference(name, task, p, xs):
     return torch.from_numpy(out).float()
 
 
-@pytest.mark.parametrize("name", ["linear", "sparse_linear", "quadratic", "linear_classification", "relu_2nn", "decision_tree"])
+@pytest.mark.parametrize(
+    "name", ["linear", "sparse_linear", "quadratic", "linear_classification", "relu_2nn", "decision_tree"]
+)
 def test_function_class_matches_per_prompt_reference(name):
     task, p, xs, ys = sample(name)
     torch.testing.assert_close(ys, reference(name, task, p, xs), rtol=1e-5, atol=1e-5)
@@ -93,7 +95,15 @@ def test_bad_task_parameters():
 
 
 def test_all_seven_classes_registered():
-    assert set(TASKS) == {"linear", "sparse_linear", "linear_classification", "noisy_linear", "quadratic", "relu_2nn", "decision_tree"}
+    assert set(TASKS) == {
+        "linear",
+        "sparse_linear",
+        "linear_classification",
+        "noisy_linear",
+        "quadratic",
+        "relu_2nn",
+        "decision_tree",
+    }
 
 
 def test_generators_are_seeded_and_independent():
@@ -103,7 +113,9 @@ def test_generators_are_seeded_and_independent():
     assert not torch.equal(draws["inputs"], draws["functions"])
     assert not torch.equal(draws["inputs"], torch.randn(3, generator=c["inputs"]))
     ev = make_generators(0, purpose="eval")
-    assert not torch.equal(torch.randn(3, generator=make_generators(0)["inputs"]), torch.randn(3, generator=ev["inputs"]))
+    assert not torch.equal(
+        torch.randn(3, generator=make_generators(0)["inputs"]), torch.randn(3, generator=ev["inputs"])
+    )
 
 
 def test_curriculum_at_chosen_steps():
@@ -158,4 +170,3 @@ def test_a_pool_of_sparse_tasks_draws_supports_over_the_active_dims_per_batch():
         assert max(matches) < 1e-4  # its values are one pooled w's on its support
         supports |= {tuple(row.tolist()) for row in nonzero}
     assert len(supports) == 3  # all three 2-of-3 supports turn up
-

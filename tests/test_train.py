@@ -34,9 +34,16 @@ def test_training_writes_a_loadable_checkpoint_and_log(tiny_cfg, tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_one_run(tiny_cfg, tmp_path):
-    whole = weights(train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "a"))
-    train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2", "trainer.steps=3"), tmp_path / "b")
-    resumed = weights(train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "b"))
+    whole = weights(
+        train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "a")
+    )
+    train(
+        tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2", "trainer.steps=3"),
+        tmp_path / "b",
+    )
+    resumed = weights(
+        train(tiny_cfg("task.curriculum.points.start=3", "task.curriculum.points.interval=2"), tmp_path / "b")
+    )
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
     assert logged(tmp_path / "b") == [2, 3, 4, 6]
 
@@ -60,7 +67,10 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_cfg, tmp_path):
     assert not (tmp_path / "state.pt").exists()
 
 
-@pytest.mark.parametrize("task", ["linear", "sparse_linear", "linear_classification", "noisy_linear", "quadratic", "relu_2nn", "decision_tree"])
+@pytest.mark.parametrize(
+    "task",
+    ["linear", "sparse_linear", "linear_classification", "noisy_linear", "quadratic", "relu_2nn", "decision_tree"],
+)
 def test_every_task_trains(compose_cfg, tmp_path, task):
     train(compose_cfg(f"task={task}", "model=tiny", *SHORT, "trainer.steps=2"), tmp_path)
     assert json.loads((tmp_path / "final_eval.json").read_text())["k"] == 40
@@ -68,8 +78,16 @@ def test_every_task_trains(compose_cfg, tmp_path, task):
 
 
 def test_command_line_entry_point(tmp_path):
-    cmd = [sys.executable, "-m", "minicl.train", "task=quadratic", "experiment=quick", "trainer.steps=3",
-           "trainer.eval_prompts=16", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minicl.train",
+        "task=quadratic",
+        "experiment=quick",
+        "trainer.steps=3",
+        "trainer.eval_prompts=16",
+        f"hydra.run.dir={tmp_path}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "normalised squared error at k=10" in out.stdout
@@ -87,7 +105,9 @@ def test_the_banner_and_the_saved_config_name_the_precision_that_ran(tiny_cfg, t
 
 
 def test_learning_rate_schedules(compose_cfg):
-    tr = compose_cfg("trainer.steps=100", "trainer.lr=1.0", "trainer.schedule=cosine", "trainer.warmup_steps=10").trainer
+    tr = compose_cfg(
+        "trainer.steps=100", "trainer.lr=1.0", "trainer.schedule=cosine", "trainer.warmup_steps=10"
+    ).trainer
     lrs = [learning_rate(tr, s) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
     assert lrs[55] == pytest.approx(0.5) and lrs[99] == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
@@ -96,8 +116,13 @@ def test_learning_rate_schedules(compose_cfg):
     assert {learning_rate(constant, s) for s in (0, 5, 10**6)} == {0.3}
     with pytest.raises(ConfigCompositionException, match="trainer.schedule=linear"):
         compose_cfg("trainer.schedule=linear")
-    wsd = compose_cfg("trainer.steps=100", "trainer.lr=1.0", "trainer.schedule=wsd", "trainer.warmup_steps=10",
-                      "trainer.decay_steps=40").trainer
+    wsd = compose_cfg(
+        "trainer.steps=100",
+        "trainer.lr=1.0",
+        "trainer.schedule=wsd",
+        "trainer.warmup_steps=10",
+        "trainer.decay_steps=40",
+    ).trainer
     lrs = [learning_rate(wsd, s) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and set(lrs[9:61]) == {1.0}
     assert lrs[61] == pytest.approx(39 / 40) and lrs[80] == pytest.approx(0.5) and lrs[99] == pytest.approx(1 / 40)
