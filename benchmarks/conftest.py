@@ -36,7 +36,8 @@ def cpu_kind() -> str:
     }
     flags = set(fields.get("flags", "").split())
     shown = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return f"{fields.get('model name') or platform.processor() or 'unknown CPU'} [{' '.join(shown) or 'none of avx2/avx512/amx'}]"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    return f"{name} [{' '.join(shown) or 'none of avx2/avx512/amx'}]"
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):

@@ -132,8 +132,8 @@ def task_cfg(name: str, n_points: int):
 
 def test_linear_suite(benchmark, report, tmp_path):
     cfg = task_cfg("linear", N)
-    run = lambda: evaluate(cfg, load_baselines(default_baselines(cfg)), tmp_path, n_prompts=1280, progress=False)
-    metrics = benchmark.pedantic(run, rounds=1, iterations=1)
+    suite = load_baselines(default_baselines(cfg))
+    metrics = benchmark.pedantic(evaluate, (cfg, suite, tmp_path), {"n_prompts": 1280, "progress": False}, rounds=1)
     report("suite linear: 15 settings x 3 baselines, 1280 prompts", benchmark.stats.stats.min, None, target_s=30.0)
     assert len(metrics["settings"]) == 15
 
@@ -161,8 +161,8 @@ def test_decision_tree_suite(benchmark, report, tmp_path):
     by default 128 prompts, scaled by 10 (the fits are independent per prompt)."""
     n_prompts = 1280 if os.environ.get("MINICL_BENCH_FULL") else 128
     cfg = task_cfg("decision_tree", 101)
-    run = lambda: evaluate(cfg, load_baselines(default_baselines(cfg)), tmp_path, n_prompts=n_prompts, progress=False)
-    benchmark.pedantic(run, rounds=1, iterations=1)
+    suite = load_baselines(default_baselines(cfg))
+    benchmark.pedantic(evaluate, (cfg, suite, tmp_path), {"n_prompts": n_prompts, "progress": False}, rounds=1)
     report(
         f"suite decision_tree incl. xgboost, 101 points, {n_prompts} prompts",
         benchmark.stats.stats.min,

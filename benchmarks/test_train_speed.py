@@ -11,6 +11,7 @@ from minicl.kernels import SIGMOID_GELU, TanhGELU
 
 pytest.importorskip("transformers", reason="the reference model needs `pip install -e .[reference]`")
 from profile_step import BATCH, SIZES, D, N, minicl_step  # noqa: E402
+
 from tests.reference import OriginalModel, original_step  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")

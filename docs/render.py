@@ -121,13 +121,15 @@ def shipped_table(record: dict) -> str:
     ]
     machine = record["machine"]
     return markdown(["model", *(f"k = {k}" for k in ks)], rows) + (
-        f"\n{ev['n_prompts']} prompts of the {ev['setting']} setting, 5-95% bootstrap bands; trained by `{record['command']}` "
-        f"in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} ({machine['kernels']} kernels), torch {machine['torch']}.\n"
+        f"\n{ev['n_prompts']} prompts of the {ev['setting']} setting, 5-95% bootstrap bands; "
+        f"trained by `{record['command']}` in {record['train_seconds'] / 60:.1f} minutes on {machine['cpu']} "
+        f"({machine['kernels']} kernels), torch {machine['torch']}.\n"
     )
 
 
 def benchmark_table(run: dict) -> str:
-    """A pytest-benchmark JSON of `pytest benchmarks/ --benchmark`: each check's minicl and reference times, and their ratio."""
+    """A pytest-benchmark JSON of `pytest benchmarks/ --benchmark`: each check's minicl and reference times,
+    and their ratio."""
 
     def cell(info: dict, key: str) -> str:
         return f"{info[key]:.4g} {info['unit']}" if info.get(key) is not None else "-"

@@ -240,7 +240,7 @@ def plot_sweep(key: str, values: dict, at_k: dict, k: int, where: str, path: Pat
                 ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color="k", alpha=0.15)
             else:
                 ax.plot(x, mean, ".--", lw=1, label=model, color=model_color(model))
-        for label, v in values.items():
+        for label in values:
             if label not in numeric and TRAINED in at_k[label].get(setting, {}):
                 ax.axhline(
                     np.mean(at_k[label][setting][TRAINED]), color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}"

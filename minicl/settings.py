@@ -8,8 +8,9 @@ streams of one seed (disjoint from training).
 """
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

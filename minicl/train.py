@@ -310,9 +310,8 @@ def announce(run: Run) -> None:
     ts = run.train_step
     how = f"compiled ({run.cfg.trainer.compile_mode})" if ts.static_shapes else "eager"
     precision = "bf16 autocast" if ts.amp else "fp32 (TF32 matmuls)" if run.device.type == "cuda" else "fp32"
-    print(
-        f"training a {run.model_config.arch} of {run.model.num_parameters():,} parameters on {where}: {how}, {precision}"
-    )
+    size = f"{run.model.num_parameters():,} parameters"
+    print(f"training a {run.model_config.arch} of {size} on {where}: {how}, {precision}")
 
 
 def run_steps(run: Run) -> None:

@@ -54,13 +54,13 @@ def test_lstm_equals_a_token_by_token_lstm():
     outputs = []
     for t in range(T):
         inp = tokens[:, t]
-        for l in range(rnn.num_layers):
+        for layer in range(rnn.num_layers):
             w_ih, w_hh, b_ih, b_hh = (
-                getattr(rnn, f"{name}_l{l}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                getattr(rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             )
-            i, f, g, o = (inp @ w_ih.T + b_ih + h[l] @ w_hh.T + b_hh).chunk(4, dim=-1)
-            c[l] = torch.sigmoid(f) * c[l] + torch.sigmoid(i) * torch.tanh(g)
-            h[l] = inp = torch.sigmoid(o) * torch.tanh(c[l])
+            i, f, g, o = (inp @ w_ih.T + b_ih + h[layer] @ w_hh.T + b_hh).chunk(4, dim=-1)
+            c[layer] = torch.sigmoid(f) * c[layer] + torch.sigmoid(i) * torch.tanh(g)
+            h[layer] = inp = torch.sigmoid(o) * torch.tanh(c[layer])
         outputs.append(inp)
     reference = read_out(model, torch.stack(outputs, 1)[:, ::2])
     torch.testing.assert_close(model(xs, ys), reference, rtol=0, atol=1e-5)
@@ -159,7 +159,7 @@ def test_sizes_have_comparable_parameter_counts(compose_cfg, size):
         arch: build_model(model_config(compose_cfg(f"model={size}", f"model.arch={arch}"))).num_parameters()
         for arch in ARCHS
     }
-    for arch, count in counts.items():
+    for count in counts.values():
         assert 0.9 <= count / counts["transformer"] <= 1.25, counts  # mamba: two blocks a layer, the most
     assert lstm_width(256) == 312
 
@@ -206,7 +206,7 @@ def runs(tmp_path_factory):
     out = {}
     for arch in ARCHS:
 
-        def cfg(*extra):
+        def cfg(*extra, arch=arch):
             return tiny(
                 "task.curriculum.points.start=5",
                 "task.curriculum.points.inc=3",

@@ -144,7 +144,7 @@ def test_lasso_objective_never_above_sklearns(seed):
                         X.numpy(), y.numpy()
                     )
 
-                def objective(v):
+                def objective(v, X=X, y=y, i=i, alpha=alpha):
                     return ((y - X @ v) ** 2).sum().item() / (2 * i) + alpha * v.abs().sum().item()
 
                 assert objective(w) <= objective(torch.from_numpy(sk.coef_)) + 1e-12

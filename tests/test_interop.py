@@ -10,7 +10,8 @@ import yaml
 
 from minicl import ICLClassifier, ICLRegressor, ModelConfig, Transformer, load_model
 from minicl.checkpoint import CheckpointError
-from minicl.convert import convert_state_dict, main as convert_main
+from minicl.convert import convert_state_dict
+from minicl.convert import main as convert_main
 from minicl.evaluate import evaluate_run
 
 

@@ -1,6 +1,6 @@
 import math
-import sys
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -85,7 +85,7 @@ def test_gradients_match_longhand_gpt2_definition():
     ours = torch.autograd.grad((model(xs, ys) - ys).square().mean(), list(model.parameters()))
     theirs = torch.autograd.grad((gpt2_reference(model, xs, ys) - ys).square().mean(), list(model.parameters()))
     for (name, _), a, b in zip(model.named_parameters(), ours, theirs):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_cpu_gelu_is_gpt2s_tanh_gelu_with_its_gradient():
@@ -130,7 +130,8 @@ def test_rope_and_none_run_past_their_positions(pos_emb):
 
 
 def test_import_pulls_in_torch_only():
-    code = "import sys, minicl.model, minicl; print(sorted(m for m in ('hydra', 'omegaconf', 'sklearn', 'xgboost', 'transformers', 'matplotlib') if m in sys.modules))"
+    heavy = ("hydra", "omegaconf", "sklearn", "xgboost", "transformers", "matplotlib")
+    code = f"import sys, minicl.model, minicl; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -17,7 +17,7 @@ from minicl.config import CONF, task_from_config
 from minicl.evaluate import evaluate_run
 from minicl.explore import run_sweep
 from minicl.probe import probe_run
-from minicl.reproduce import CLAIMS, reproduce
+from minicl.reproduce import reproduce
 from minicl.settings import setting_prompts
 from minicl.train import train
 from tests.helpers import logged, tiny

@@ -1,6 +1,5 @@
 """Many runs: Hydra multirun with the basic, joblib and submitit launchers."""
 
-import json
 import os
 import re
 import subprocess
