@@ -1,5 +1,5 @@
-"""What the commands and the checkpoint code share, below all of them: where to run, fresh
-evaluation prompts, batched prediction, the pointwise metric, atomic file writes, figures.
+"""What the commands and the run files share, below all of them: where to run, fresh evaluation
+prompts, batched prediction, the pointwise metric, atomic file writes.
 
 Imports torch and minicl.tasks only (it sits under `import minicl`).
 """
@@ -12,12 +12,6 @@ from pathlib import Path
 import torch
 
 from minicl.tasks import PromptSampler, make_generators
-
-STATE = "state.pt"  # a run's latest checkpoint (checkpoint.py keeps the one before it too)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint or run directory that is missing, cut short or not what it claims to be."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,20 +85,3 @@ def write_json(path: Path, obj) -> None:
     """obj as indented JSON, atomically."""
     with atomic(path, "w") as f:
         f.write(json.dumps(obj, indent=1) + "\n")
-
-
-def pyplot():
-    """matplotlib.pyplot drawing to files (the Agg backend), for the commands' figures."""
-    import matplotlib  # deferred: matplotlib loads only when a figure is drawn
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # deferred, as above
-
-    return plt
-
-
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
-    """Lay out, write and close a figure."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    pyplot().close(fig)

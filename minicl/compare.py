@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from minicl.checkpoint import read_run
-from minicl.common import STATE, pyplot, save_figure
-from minicl.evaluate import evaluate_run, model_color, table_ks
+from minicl.config import RESUMABLE_CHANGES, migrated
+from minicl.evaluate import evaluate_run, table_ks
 from minicl.model import MODELS
-from minicl.rundir import RESUMABLE_CHANGES, migrated, read_log
+from minicl.plots import TRAINED, compare_errors_figure, compare_sweep_figure, loss_figure
+from minicl.rundir import STATE, read_log, read_run
 
 IGNORED = {"trainer.seed", *(f"trainer.{key}" for key in RESUMABLE_CHANGES - {"steps"})}  # and logger.*
 OPTIONS = {"out": str, "n_prompts": int, "device": str}
 SETTINGS = {"standard": "fresh tasks", "pool_tasks": "the pool's tasks"}
-TRAINED = "trained model"  # the sweep's column for each run's own model, whatever its arch
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -132,9 +131,9 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
         out = (paths[0] if one else Path(os.path.commonpath([r.resolve().parent for r in runs]))) / "compare"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plot_losses(groups, out / "loss.png")
+    draw_losses(groups, out / "loss.png")
     first = metrics[runs[0]]
-    plot_errors(groups, metrics, settings, first, out / "error.png")
+    draw_errors(groups, metrics, settings, first, out / "error.png")
     n_points = min(m["n_points"] for m in metrics.values())
     table = format_table(groups, metrics, settings, table_ks(first["n_dims"], n_points))
     swept = differing_keys(configs)
@@ -142,7 +141,8 @@ def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: i
         k = min(first["n_dims"], n_points - 1)
         values = {label: flatten(configs[members[0]])[swept[0]] for label, members in groups.items()}
         at_k = errors_at(groups, metrics, settings, k)
-        plot_sweep(swept[0], values, at_k, k, runs_dir(groups), out / "sweep.png")
+        titles = {setting: f"{SETTINGS[setting]}\nruns in {runs_dir(groups)}" for setting in settings}
+        compare_sweep_figure(swept[0], values, at_k, k, titles, out / "sweep.png")
         table += "\n\n" + format_sweep(at_k, k)
     (out / "table.md").write_text(table + "\n")
     print(table)
@@ -216,92 +216,25 @@ def format_sweep(at_k: dict, k: int) -> str:
     return "\n".join(lines)
 
 
-def plot_sweep(key: str, values: dict, at_k: dict, k: int, where: str, path: Path) -> None:
-    """Error at k against the swept value, a panel per setting; groups without a number (null)
-    are drawn as horizontal lines. The runs' own models are solid and black, the baselines dashed
-    in their fixed colours; `where` (the runs' directory) goes in the title."""
-    plt = pyplot()
-    settings = list(dict.fromkeys(s for per_setting in at_k.values() for s in per_setting))
-    fig, axes = plt.subplots(1, len(settings), figsize=(8 * len(settings), 4.5), squeeze=False)
-    numeric = [label for label, v in values.items() if isinstance(v, (int, float))]
-    xs = [values[label] for label in numeric]
-    for ax, setting in zip(axes[0], settings):
-        models = list(dict.fromkeys(m for label in numeric for m in at_k[label].get(setting, {})))
-        for model in models:
-            points = [
-                (values[label], at_k[label][setting][model])
-                for label in numeric
-                if model in at_k[label].get(setting, {})
-            ]
-            x, runs = [p[0] for p in points], [p[1] for p in points]
-            mean = [np.mean(r) for r in runs]
-            if model == TRAINED:
-                ax.plot(x, mean, "o-", lw=2, label=model, color="k")
-                ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color="k", alpha=0.15)
-            else:
-                ax.plot(x, mean, ".--", lw=1, label=model, color=model_color(model))
-        for label in values:
-            if label not in numeric and TRAINED in at_k[label].get(setting, {}):
-                ax.axhline(
-                    np.mean(at_k[label][setting][TRAINED]), color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}"
-                )
-        if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
-            ax.set_xscale("log", base=2)
-        ax.set(xlabel=key, ylabel=f"error at k = {k}", title=f"{SETTINGS[setting]}\nruns in {where}")
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    save_figure(fig, path)
-
-
 def runs_dir(groups: dict[str, list[Path]]) -> str:
     """The directory that holds all the runs, for the figures' titles."""
     return os.path.commonpath([str(r) for runs in groups.values() for r in runs])
 
 
-def plot_losses(groups: dict[str, list[Path]], path: Path) -> None:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, runs in groups.items():
-        steps, mean, lo, hi = spread([loss_curve(r) for r in runs])
-        (line,) = ax.plot(steps, mean, lw=1.2, label=f"{label} ({len(runs)} run{'s' * (len(runs) > 1)})")
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss (mean, min-max over seeds)")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
+def draw_losses(groups: dict[str, list[Path]], path: Path) -> None:
+    """loss.png: each group's training loss, the mean and min-max over its runs."""
+    loss_figure({label: (*spread([loss_curve(r) for r in runs]), len(runs)) for label, runs in groups.items()}, path)
 
 
-def plot_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
-    plt = pyplot()
-    from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
-
-    fig, axes = plt.subplots(1, len(settings), figsize=(9 * len(settings), 4.5), squeeze=False)
-    where = runs_dir(groups)
-    for ax, setting in zip(axes[0], settings):
-        for color, (label, runs) in zip(
-            plt.cm.Dark2.colors * 4, groups.items()
-        ):  # the runs: solid, a palette of their own
-            errors = trained_errors(runs, metrics, setting)
-            if not errors:
-                continue
-            k, (mean, lo, hi) = np.arange(len(errors[0])), (f(np.stack(errors), 0) for f in (np.mean, np.min, np.max))
-            ax.plot(k, mean, lw=1.8, label=label, color=color)
-            ax.fill_between(k, lo, hi, color=color, alpha=0.2)
+def draw_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str], first: dict, path: Path) -> None:
+    """error.png: a panel per setting, each group's trained models and the first run's baselines."""
+    panels = []
+    for setting in settings:
+        errors = {label: np.stack(e) for label, runs in groups.items() if (e := trained_errors(runs, metrics, setting))}
         reference = next(metrics[r] for runs in groups.values() for r in runs if setting in metrics[r]["settings"])
-        s = reference["settings"][setting]
-        for name, m in s["models"].items():  # the baselines: dashed, each in its colour of every figure
-            if name not in MODELS:
-                ax.plot(m["mean"], "--", lw=1, label=name, color=model_color(name))
-        ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(
-            xlabel="in-context examples",
-            ylabel="squared error / normaliser",
-            ylim=(0, 1.25 * s["trivial"][0]),
-            title=f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {where}",
-        )
-        ax.title.set_fontsize(9)
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no curve hidden
-    save_figure(fig, path)
+        title = f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {runs_dir(groups)}"
+        panels.append({"title": title, "groups": errors, "setting": reference["settings"][setting]})
+    compare_errors_figure(panels, path)
 
 
 def main(argv: list[str]) -> None:

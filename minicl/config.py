@@ -14,11 +14,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
+import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from minicl.common import bf16_is_fast
 from minicl.model import ModelConfig
-from minicl.tasks import TASKS, build_task
+from minicl.tasks import TASKS, Task, build_task
 
 # Hydra's configs: minicl/conf in an installed wheel, conf/ beside the package in a source checkout
 CONF = next(
@@ -78,16 +80,6 @@ class LoggerSchema:
     mode: Literal["online", "offline"] = "online"  # wandb
 
 
-def task_fields() -> list[tuple[str, Any, Any]]:
-    """(name, type, default) of every field of the registered task classes, first declaration first."""
-    found = {}
-    for cls in TASKS.values():
-        for f in dataclasses.fields(cls):
-            if f.name != "n_dims":
-                found.setdefault(f.name, (f.name, f.type, f.default))
-    return list(found.values())
-
-
 def module_class(cls: type) -> type:
     """A class made at run time, as a class of this module: pickle finds it by name, as Hydra's
     joblib and submitit launchers need (every one is made when the module loads)."""
@@ -96,19 +88,31 @@ def module_class(cls: type) -> type:
     return cls
 
 
-TaskSchema = module_class(
-    dataclasses.make_dataclass(
-        "TaskSchema",
-        [
-            ("name", Literal[tuple(TASKS)], MISSING),
-            ("n_dims", int, 20),  # the paper's d
-            *task_fields(),
-            ("num_tasks", Optional[int], None),  # finite pool of functions
-            ("num_training_examples", Optional[int], None),  # finite pool of prompts
-            ("curriculum", CurriculumSchema, field(default_factory=CurriculumSchema)),
-        ],
-    )
-)
+@dataclass
+class TaskSchema:
+    """What every task's config holds beside the fields of its class (task_schema)."""
+
+    name: str = MISSING
+    n_dims: int = 20  # the paper's d
+    num_tasks: Optional[int] = None  # finite pool of functions
+    num_training_examples: Optional[int] = None  # finite pool of prompts
+    curriculum: CurriculumSchema = field(default_factory=CurriculumSchema)
+
+
+def task_schema(name: str) -> type:
+    """The schema of task `name`'s config: TaskSchema's fields, `name` fixed to it, and the fields
+    of its class (minicl.tasks.TASKS) with their defaults, made once. Each task's config holds its
+    own fields and nothing else, so two tasks may give a field of one name different defaults."""
+    schema_name = f"TaskSchema_{name}"
+    if schema_name not in globals():
+        if name not in TASKS:
+            raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
+        own = [(f.name, f.type, f.default) for f in dataclasses.fields(TASKS[name]) if f.name != "n_dims"]
+        spec = [("name", Literal[name], name), *own]  # type: ignore[valid-type]
+        module_class(dataclasses.make_dataclass(schema_name, spec, bases=(TaskSchema,)))
+    return globals()[schema_name]
+
+
 ModelSchema = module_class(
     dataclasses.make_dataclass(
         "ModelSchema",
@@ -122,7 +126,7 @@ ModelSchema = module_class(
 
 @dataclass
 class TrainSchema:
-    task: TaskSchema = MISSING
+    task: Any = MISSING  # a task's schema (task_schema), from the task group's defaults list
     model: ModelSchema = MISSING
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     logger: LoggerSchema = field(default_factory=LoggerSchema)
@@ -130,7 +134,7 @@ class TrainSchema:
 
 @dataclass
 class EvaluateSchema:
-    task: TaskSchema = MISSING
+    task: Any = MISSING  # as TrainSchema.task
     baselines: dict[str, Any] = field(default_factory=dict)  # {label: {name: registered baseline, **params}}
     run: Optional[str] = None  # a run directory; its task replaces `task`
     n_prompts: int = 1280
@@ -216,12 +220,18 @@ SCHEMAS = {
         ("reproduce", ReproduceSchema),
     )
 }
+for _name in TASKS:  # made as the module loads, for pickle
+    structured(task_schema(_name))
 
 
 def register_schemas() -> None:
+    """Store the commands' schemas, and each registered task's as task/<name>_schema (the
+    defaults list of conf/task/<name>.yaml names it)."""
     cs = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         cs.store(name=f"{name}_schema", node=schema)
+    for name in TASKS:
+        cs.store(group="task", name=f"{name}_schema", node=structured(task_schema(name)))
 
 
 def plain(node) -> Any:
@@ -238,7 +248,7 @@ def model_config(cfg: DictConfig | dict) -> ModelConfig:
     )
 
 
-def task_from_config(task_cfg: DictConfig | dict):
+def task_from_config(task_cfg: DictConfig | dict) -> Task:
     params = dict(plain(task_cfg))
     params.pop("curriculum", None)
     return build_task(params.pop("name"), **params)
@@ -248,7 +258,6 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first inconsistent value; run before any work starts."""
     if cfg.task.n_dims <= 0:
         raise ValueError(f"task.n_dims must be positive, got {cfg.task.n_dims}")
-    task_from_config(cfg.task)
     check_curriculum(cfg.task, cfg.trainer.curriculum, model_config(cfg).max_points)
     check_trainer(cfg.trainer)
 
@@ -264,9 +273,7 @@ def check_curriculum(t: DictConfig, enabled: bool, max_points: int | None) -> No
     dims, points = t.curriculum.dims, t.curriculum.points
     if dims.end > t.n_dims:
         raise ValueError(f"task.curriculum.dims.end={dims.end} is above task.n_dims={t.n_dims}")
-    first = dims.start if enabled else dims.end
-    if t.name == "sparse_linear" and t.sparsity > first:
-        raise ValueError(f"task.sparsity={t.sparsity} is above the {first} active dims the curriculum starts with")
+    task_from_config(t).check_active_dims(dims.start if enabled else dims.end)
     if max_points is not None and points.end > max_points:
         raise ValueError(f"task.curriculum.points.end={points.end} is above model.n_positions={max_points}")
 
@@ -287,3 +294,74 @@ def check_trainer(tr: DictConfig) -> None:
     devices = ("auto", "cpu", "cuda")
     if tr.device.split(":")[0] not in devices:
         raise ValueError(f"trainer.device={tr.device!r} is not one of {devices} (or cuda:N)")
+
+
+# ---------------------------------------------------------------- a run's saved config
+
+# Settings that may change between a run and its resume without changing its results.
+RESUMABLE_CHANGES = {
+    "steps",
+    "checkpoint_every",
+    "snapshot_every",
+    "log_every",
+    "eval_prompts",
+    "evaluate_at_end",
+    "progress",
+    "on_nonfinite",
+    "device",
+}
+
+
+def resolved_config(cfg: DictConfig, device: torch.device) -> DictConfig:
+    """The run's config as training uses it and checkpoints save it: plain values, interpolations
+    resolved, trainer.amp and trainer.compile set to what this device runs."""
+    resolved = plain(cfg)
+    trainer = resolved["trainer"]
+    trainer["amp"] = bf16_is_fast(device) if trainer["amp"] is None else trainer["amp"]
+    trainer["compile"] = device.type == "cuda" if trainer["compile"] is None else trainer["compile"]
+    return OmegaConf.create(resolved)
+
+
+def schema_defaults(task_name: str) -> dict:
+    """Every section's keys at their defaults (the task's: task `task_name`'s)."""
+    sections = {"task": task_schema(task_name), "model": ModelSchema, "trainer": TrainerSchema, "logger": LoggerSchema}
+    return {name: plain(OmegaConf.structured(structured(schema))) for name, schema in sections.items()}
+
+
+def migrated(config: dict) -> dict:
+    """A saved run config read as today's: the keys added since it was saved at their defaults (a new
+    option's default is what runs did before it existed), and task keys that are not its task's
+    dropped (before each task had a schema of its own, every task's config held every task's fields)."""
+    defaults = schema_defaults(config["task"]["name"])
+    out = {
+        section: defaults.get(section, {}) | value if isinstance(value, dict) else value
+        for section, value in config.items()
+    }
+    out["task"] = {key: value for key, value in out["task"].items() if key in defaults["task"]}
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ between two resolved configs, ignoring the resumable trainer knobs
+    (trainer.steps too, unless a decaying schedule depends on it) and the logger."""
+    decays = current.get("trainer", {}).get("schedule", "constant") != "constant"
+    resumable = RESUMABLE_CHANGES - ({"steps"} if decays else set())
+    saved, diffs = migrated(saved), []
+    for section in sorted((saved.keys() | current.keys()) - {"logger"}):  # tracking does not change results
+        a, b = saved.get(section, {}), current.get(section, {})
+        if not isinstance(a, dict) or not isinstance(b, dict):
+            diffs += [f"{section}: {a!r} -> {b!r}"] if a != b else []
+            continue
+        diffs += [
+            f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}"
+            for key in sorted(a.keys() | b.keys())
+            if not (section == "trainer" and key in resumable) and a.get(key) != b.get(key)
+        ]
+    return diffs
+
+
+def check_resumable(saved: dict, cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to resume run_dir's checkpoint (its config `saved`) with a config that changes its results."""
+    diffs = config_differences(saved, plain(cfg))
+    if diffs:
+        raise ValueError(f"{run_dir} holds a run with a different config; refusing to resume: " + "; ".join(diffs))

@@ -17,12 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
-from minicl.checkpoint import model_from_state, output_dir, read_run
-from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
+from minicl.common import pointwise_metric, predict_in_batches, resolve_device, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
-from minicl.model import MODELS
+from minicl.plots import setting_figure
+from minicl.rundir import model_from_state, output_dir, read_run
 from minicl.settings import default_settings, parse, setting_prompts
-from minicl.tasks import PromptSampler, make_generators
+from minicl.tasks import Linear, NoisyLinear, PromptSampler, make_generators
 
 # ---------------------------------------------------------------- metrics, table, plots
 
@@ -56,64 +56,6 @@ def format_table(metrics: dict) -> str:
         for model, m in s["models"].items():
             lines.append(f"  {model}".ljust(width) + "".join(f"{m['mean'][k]:10.4f}" for k in ks if k < len(m["mean"])))
     return "\n".join(lines)
-
-
-def plot_setting(name: str, s: dict, path: Path) -> None:
-    fig, ax = pyplot().subplots(figsize=(6, 4))
-    draw_setting(ax, s, name)
-    save_figure(fig, path)
-
-
-COLORS = {  # one colour per model in every figure, so that a colour means the same in every panel
-    "transformer": "C0",
-    "least_squares": "C1",
-    "knn_3": "C2",
-    "averaging": "C3",
-    "gd_2nn": "C4",
-    "xgboost": "C5",
-    "decision_tree": "C6",
-    "decision_tree_4": "C7",
-    "bayes_sparse": "C8",
-    "ridge": "C9",
-    "dmmse": "C6",
-    "lasso_1": "#c7e9c0",
-    "lasso_1e-1": "#74c476",
-    "lasso_1e-2": "#31a354",
-    "lasso_1e-3": "#006d2c",
-    "lasso_1e-4": "#00441b",
-    **{arch: f"C{i}" for i, arch in enumerate(("linear_attention", "lstm", "mamba"), start=7)},
-}
-
-
-def model_color(name: str) -> str:
-    """The model's colour (COLORS; other names by a stable hash into a palette of their own)."""
-    return COLORS.get(name) or ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"][sum(map(ord, name)) % 5]
-
-
-def draw_setting(ax, s: dict, title: str, models: list[str] | None = None) -> None:
-    """Error (or accuracy) against k with bootstrap bands, one line per model (all by default),
-    and the trivial predictor's level."""
-    from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
-
-    for model in models or list(s["models"]):
-        m = s["models"][model]
-        k = range(len(m["mean"]))
-        ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2, color=model_color(model))
-        ax.fill_between(k, m["lo"], m["hi"], color=model_color(model), alpha=0.2)
-    ax.plot(
-        range(len(s["trivial"])),
-        s["trivial"],
-        "k--",
-        lw=1,
-        label="trivial (predict 0)" if s["metric"] != "accuracy" else "chance",
-    )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("in-context examples")
-    ax.set_ylabel("accuracy" if s["metric"] == "accuracy" else "squared error / normaliser")
-    if s["metric"] != "accuracy":
-        ax.set_ylim(0, 1.25 * max(s["trivial"]))
-    ax.set_title(title)
-    ax.legend(fontsize=7)
 
 
 # ---------------------------------------------------------------- the suite
@@ -156,43 +98,28 @@ def evaluate(
     task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     num_tasks = task_cfg.get("num_tasks")
-    settings = list(settings or default_settings(task.name, pooled=bool(num_tasks)))
+    settings = list(settings or default_settings(task, pooled=bool(num_tasks)))
     for setting in settings:
         parse(setting)  # every name checked before any work
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    metrics = {
-        "task": task.name,
-        "n_dims": task.n_dims,
-        "n_points": n_points,
-        "n_prompts": n_prompts,
-        "seed": seed,
-        "settings": {},
-    }
+    metrics = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points, "n_prompts": n_prompts, "seed": seed}
+    metrics["settings"] = {}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
+    pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks}
+    pool["pool_seed"] = seed if pool_seed is None else pool_seed
     for setting in settings:
-        p = setting_prompts(
-            setting,
-            task,
-            n_prompts,
-            n_points,
-            seed,
-            device,
-            task_cfg.get("noise_std", 1.0),
-            num_tasks,
-            seed if pool_seed is None else pool_seed,
-        )
+        p = setting_prompts(setting, task, n_prompts, n_points, seed, device, **pool)
         entry = setting_entry(task, p.targets)
         for label, predictor in predictors.items():
             bar.set_postfix_str(f"{setting}: {label}")
             preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            entry["models"][label] = summarise(
-                pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu(), bootstrap, gen
-            )
+            errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu()
+            entry["models"][label] = summarise(errors, bootstrap, gen)
             bar.update(1)
         metrics["settings"][setting] = entry
-        plot_setting(setting, entry, out_dir / "plots" / f"{setting}.png")
+        setting_figure(setting, entry, out_dir / "plots" / f"{setting}.png")
     bar.close()
     write_json(out_dir / "metrics.json", metrics)
     return metrics
@@ -211,13 +138,14 @@ def setting_entry(task, targets: torch.Tensor) -> dict:
 def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
     """For a linear run trained on a finite pool of tasks: dmmse, Bayes-optimal for the pool, and
     ridge, Bayes-optimal for the Gaussian prior of fresh tasks, under the same label noise."""
-    if not task_cfg.get("num_tasks") or task_cfg["name"] not in ("linear", "noisy_linear"):
-        return {}
     task = task_from_config(task_cfg)
+    if not task_cfg.get("num_tasks") or not task.linear_pool:
+        return {}
+    assert isinstance(task, Linear)  # linear_pool: f(x) = x . w
     pool = PromptSampler(
         task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed
     ).function_pool["w"]
-    noise_std = task.noise_std if task.name == "noisy_linear" else NOISELESS_STD
+    noise_std = task.noise_std if isinstance(task, NoisyLinear) else NOISELESS_STD
     return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
 
 

@@ -9,7 +9,6 @@ the swept value) and <sweep>_curves.png (error against k, one panel per value).
 `sweep=probe` instead compares the model's implicit weights with least squares and ridge.
 """
 
-import math
 from pathlib import Path
 
 import hydra
@@ -17,12 +16,12 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from minicl.checkpoint import model_from_state, output_dir, read_run
-from minicl.common import predict_in_batches, pyplot, resolve_device, save_figure, write_json
+from minicl.common import predict_in_batches, resolve_device, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
-from minicl.evaluate import default_baselines, load_baselines, model_color, summarise
-from minicl.model import MODELS
+from minicl.evaluate import default_baselines, load_baselines, summarise
+from minicl.plots import sweep_figures
 from minicl.probe import probe_run
+from minicl.rundir import model_from_state, output_dir, read_run
 from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
 from minicl.tasks import make_generators
 
@@ -114,89 +113,16 @@ def run_sweep(
         sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
         for value in values
     ]
-    out = {
-        "sweep": sweep,
-        "run": str(run_dir),
-        "k": min(2 * task.n_dims if k is None else k, n_points - 1),
-        "task": task.name,
-        "n_points": n_points,
-        "train_points": train_points,
-        "arch": model.config.arch,
-        "pos_emb": None if model.config.recurrent else model.config.pos_emb,
-        "n_prompts": n_prompts,
-        "results": results,
-    }
+    k = min(2 * task.n_dims if k is None else k, n_points - 1)
+    pos_emb = None if model.config.recurrent else model.config.pos_emb
+    out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}
+    out |= {"train_points": train_points, "arch": model.config.arch, "pos_emb": pos_emb, "n_prompts": n_prompts}
+    out["results"] = results
     out_dir = Path(out_dir or output_dir(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{sweep}.json", out)
-    plot_sweep(out, out_dir)
+    sweep_figures(out, SWEEPS[sweep][2], SWEEPS[sweep][3], out_dir)
     return out
-
-
-def plot_sweep(out: dict, out_dir: Path) -> None:
-    """<sweep>.png: every model's error at k against the swept value; <sweep>_curves.png: error
-    against k, a panel per value."""
-    sweep, results = out["sweep"], out["results"]
-    _, _, label, log = SWEEPS[sweep]
-    values = [r["value"] for r in results]
-    models = list(results[0]["models"])
-    ks = [int(v) if sweep == "length" else out["k"] for v in values]  # the k each value is read at
-    fig, ax = pyplot().subplots(figsize=(6, 4))
-    for name in models:
-        mean = [r["models"][name]["mean"][k] for r, k in zip(results, ks)]
-        lo = [r["models"][name]["lo"][k] for r, k in zip(results, ks)]
-        hi = [r["models"][name]["hi"][k] for r, k in zip(results, ks)]
-        ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3, color=model_color(name))
-        ax.fill_between(values, lo, hi, color=model_color(name), alpha=0.2)
-    if sweep == "length":
-        ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
-    ax.axhline(1.0, color="k", ls="--", lw=1, label="predict 0")
-    ax.set_xscale("log" if log else "linear")
-    if sweep in ("length", "dims"):
-        from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (common.pyplot)
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    highest = {name: max(r["models"][name]["mean"][k] for r, k in zip(results, ks)) for name in models}
-    trained = highest[
-        out["arch"]
-    ]  # the model's every point shown (label noise puts it far above 1), and the baselines near it
-    ax.set_ylim(0, 1.1 * max([1.4, trained, *(h for h in highest.values() if h <= 2 * trained)]))
-    ax.set_xlabel(label)
-    ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
-    model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
-    ax.set_title(f"{sweep} sweep: run {out.get('run', '?')}\n({out['task']}, {model})", fontsize=9)
-    ax.legend(fontsize=7)
-    save_figure(fig, out_dir / f"{sweep}.png")
-    plot_curves(
-        sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?")
-    )  # one long prompt holds every shorter one
-
-
-def plot_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
-    models = list(shown[0]["models"])
-    cols = min(4, len(shown))
-    rows = math.ceil(len(shown) / cols)
-    trained = [
-        name for name in models if name in MODELS
-    ] or models  # every point of the model shown; baselines may leave the axes
-    top = max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for r in shown for name in trained))
-    fig, axes = pyplot().subplots(
-        rows, cols, figsize=(max(6, 3 * cols), max(4, 2.4 * rows)), squeeze=False, sharey=True
-    )
-    axes[0, 0].set_ylim(0, top)  # shared by every panel
-    for ax, r in zip(axes.flat, shown):
-        for name in models:
-            m = r["models"][name]
-            ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name, color=model_color(name))
-            ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=model_color(name), alpha=0.2)
-        ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
-    for ax in axes.flat[len(shown) :]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
-    fig.suptitle(f"{sweep} sweep: run {run}", fontsize=9)
-    fig.supxlabel("in-context examples")
-    fig.supylabel("error / signal")
-    save_figure(fig, out_dir / f"{sweep}_curves.png", dpi=100)
 
 
 # ---------------------------------------------------------------- command line

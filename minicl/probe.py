@@ -7,14 +7,13 @@ tokens of `model(xs, ys, queries)` are seen only by their own prediction) and co
 least squares and ridge on the same prefix.
 """
 
-from pathlib import Path
-
 import torch
 
 from minicl.baselines import LeastSquares, Ridge
-from minicl.checkpoint import model_from_state, output_dir, read_run
-from minicl.common import pyplot, save_figure, standard_prompts, write_json
+from minicl.common import standard_prompts, write_json
 from minicl.config import task_from_config
+from minicl.plots import probe_figure
+from minicl.rundir import model_from_state, output_dir, read_run
 
 
 def compare(found: torch.Tensor, reference: torch.Tensor) -> dict[str, list]:
@@ -79,31 +78,5 @@ def probe_run(
     out = output_dir(run_dir) / "explore"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probe.json", report)
-    plot_probe(report, out / "probe.png")
+    probe_figure(report, out / "probe.png")
     return report
-
-
-def plot_probe(report: dict, path: Path) -> None:
-    plt = pyplot()
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name in ("least_squares", "ridge"):
-        for ax, key in ((left, "cosine"), (right, "rel_error")):
-            values = report[name][key]
-            ks = [k for k, v in enumerate(values) if v is not None]
-            ax.plot(
-                ks,
-                [values[k] for k in ks],
-                "o-",
-                ms=3,
-                label=f"{name}" + (f" (lam={report['ridge_lam']:g})" if name == "ridge" else ""),
-            )
-    left.set_ylabel("cosine(implicit w, w)")
-    right.set_ylabel("||implicit w - w|| / ||w||")
-    right.set_yscale("log")
-    for ax in (left, right):
-        ax.set_xlabel("in-context examples")
-        ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
-        ax.legend(fontsize=7)
-    fig.suptitle("the transformer's implicit weights (gradient of the prediction w.r.t. the query)")
-    save_figure(fig, path)

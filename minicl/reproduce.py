@@ -34,11 +34,28 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from minicl.checkpoint import PRETRAINED, latest_checkpoint, model_from_state, read_checkpoint, read_run, shipped_info
-from minicl.common import pointwise_metric, predict_in_batches, pyplot, resolve_device, save_figure, write_json
-from minicl.config import CONF, check_config, plain, register_schemas, task_from_config
-from minicl.evaluate import default_baselines, draw_setting, evaluate_run
-from minicl.rundir import config_differences, read_provenance, resolved_config, training_seconds
+from minicl.common import pointwise_metric, predict_in_batches, resolve_device, write_json
+from minicl.config import (
+    CONF,
+    check_config,
+    config_differences,
+    plain,
+    register_schemas,
+    resolved_config,
+    task_from_config,
+)
+from minicl.evaluate import default_baselines, evaluate_run
+from minicl.plots import claims_figures, training_figure
+from minicl.rundir import (
+    PRETRAINED,
+    latest_checkpoint,
+    model_from_state,
+    read_checkpoint,
+    read_provenance,
+    read_run,
+    shipped_info,
+    training_seconds,
+)
 from minicl.settings import setting_prompts
 
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
@@ -385,8 +402,8 @@ def reproduce(
             panels[name].append(metrics["settings"]["standard"])
         results.append(claim_result(name, per_seed))
         write_json(out / "claims.json", results)  # after each claim: nothing lost
-    plot_claims(panels, results, out)
-    plot_curves(results, out)
+    claims_figures(panels, results, out)
+    training_figure(results, out)
     print(format_verdicts(results))
     return results
 
@@ -475,110 +492,6 @@ def format_verdicts(results: list[dict]) -> str:
                     + ", ".join(f"{step} {e:.3f}" for step, e in zip(r["curve"]["steps"], errs))
                 )
     return "\n".join(lines)
-
-
-def panel_grid(plt, n: int, width: float, height: float):
-    """A figure of n panels of width x height inches, two a row (a spare one switched off)."""
-    cols = 2 if n > 1 else 1
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
-    for ax in axes.flat[n:]:
-        ax.axis("off")
-    return fig, axes.flat[:n]
-
-
-def plot_claims(panels: dict[str, list[dict]], results: list[dict], out: Path) -> None:
-    """One figure per claim (claim_<task>.png) and all of them side by side (claims.png): the
-    comparators on the first seed's prompts, the transformer of every seed, the k each criterion reads."""
-    plt = pyplot()
-    fig, axes = panel_grid(plt, len(results), 6, 4)
-    for ax, r in zip(axes, results):
-        draw_claim(ax, panels[r["claim"]], r, r["claim"])
-    save_figure(fig, out / "claims.png", dpi=100)
-    for r in results:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        draw_claim(ax, panels[r["claim"]], r, f"{r['claim']}: {r['statement']}")
-        ax.title.set_fontsize(8)
-        save_figure(fig, out / f"claim_{r['claim']}.png")
-
-
-def runs_shown(c: dict) -> str:
-    """Where a claim's runs are, for a figure's title: OUT/<scale>/<claim>/seed{0,1,2} or pretrained:<claim>."""
-    first = c["runs"][0]["run"]
-    if len(c["runs"]) == 1:
-        return first
-    return f"{Path(first).parent}/seed{{{','.join(map(str, c['seeds']))}}}"
-
-
-def draw_claim(ax, settings: list[dict], r: dict, title: str) -> None:
-    seeds = r["seeds"]
-    draw_setting(
-        ax,
-        settings[0],
-        f"{title}\n{runs_shown(r)}" + (f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""),
-        shown(r["claim"], settings[0]),
-    )
-    ax.title.set_fontsize(8)
-    if len(seeds) > 1:
-        next(line for line in ax.get_lines() if line.get_label() == "transformer").set_label(
-            f"transformer, seed {seeds[0]}"
-        )
-    for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
-        ax.plot(
-            s["models"]["transformer"]["mean"],
-            color="C0",
-            lw=1.2,
-            ls=("--", ":", "-.")[i % 3],
-            label=f"transformer, seed {seed}",
-        )
-    for k in r["ks"]:
-        ax.axvline(k, color="grey", lw=0.6, ls=":")
-    ax.legend(fontsize=6)
-
-
-def plot_curves(results: list[dict], out: Path) -> None:
-    """training.png: the transformer's error at each criterion's k against training steps, one
-    panel per claim (over seeds: the mean and the band from the lowest to the highest), with the
-    comparators' final errors (mean over seeds) and predicting 0 at that k as horizontal lines."""
-    plt = pyplot()
-    fig, axes = panel_grid(plt, len(results), 6, 3.6)
-    for ax, c in zip(axes, results):
-        steps = min((r["curve"]["steps"] for r in c["runs"]), key=len)
-        for i, k in enumerate(map(str, c["ks"])):
-            errs = torch.tensor([r["curve"]["errors"][k][: len(steps)] for r in c["runs"]])
-            if len(steps):
-                ax.plot(steps, errs.mean(0), "o-", color=f"C{i}", label=f"transformer, k={k}")
-                ax.fill_between(steps, errs.amin(0), errs.amax(0), color=f"C{i}", alpha=0.2)
-            for j, model in enumerate(m for m in c["runs"][0]["errors"] if m != "transformer"):
-                level = sum(r["errors"][model][k][0] for r in c["runs"]) / len(c["runs"])
-                ax.axhline(
-                    level, color=f"C{i}", ls=("--", ":", "-.", (0, (1, 3)))[j % 4], lw=0.8, label=f"{model}, k={k}"
-                )
-            ax.axhline(c["runs"][0]["trivial"][k], color="k", ls="--", lw=0.6)
-            bounds = [
-                min(v["bound"] for v in r["conditions"] if v["k"] == int(k) and v.get("bound") is not None)
-                for r in c["runs"]
-                if any(v["k"] == int(k) and v.get("bound") is not None for v in r["conditions"])
-            ]
-            if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
-                ax.axhline(
-                    sum(bounds) / len(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this"
-                )
-        top = max(
-            [
-                *c["runs"][0]["trivial"].values(),
-                *(e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs),
-            ]
-        )
-        ax.set(
-            title=f"{c['claim']}: {runs_shown(c)} (black: predict 0)",
-            xlabel="training step",
-            ylabel="squared error / normaliser",
-            ylim=(0, 1.1 * top),
-        )
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6)
-    save_figure(fig, out / "training.png", dpi=100)
 
 
 # ---------------------------------------------------------------- command line

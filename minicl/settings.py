@@ -10,14 +10,11 @@ streams of one seed (disjoint from training).
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 
-from minicl.tasks import Linear, PromptSampler, build_task, make_generators, registrar, sample_xs
+from minicl.tasks import TASKS, Linear, PromptSampler, Task, build_task, make_generators, registrar, sample_xs
 
-LINEAR_TASKS = ("linear", "sparse_linear", "noisy_linear", "quadratic", "linear_classification")
-NOISY_TASKS = ("linear", "sparse_linear", "noisy_linear")  # those with a noisy_linear setting
 SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
 SCALES = ["0.333", "0.5", "2", "3"]
 
@@ -28,7 +25,7 @@ class Prompts:
     ys: torch.Tensor  # (B, N) their labels
     queries: torch.Tensor | None  # (B, N, D) the query for each position, None: xs itself
     targets: torch.Tensor  # (B, N) the label of each query
-    task: Any  # the function class the prompts were drawn from
+    task: Task  # the function class the prompts were drawn from
     clean: torch.Tensor  # (B, N) the targets without label noise
 
 
@@ -36,7 +33,7 @@ class Prompts:
 class Draw:
     """What a setting draws from: the run's task, the prompts' count and length, the streams."""
 
-    task: Any
+    task: Task
     n_prompts: int
     n_points: int
     gens: dict[str, torch.Generator]
@@ -115,17 +112,18 @@ def setting_prompts(
     return draw_fn(d) if value is None else draw_fn(d, value)
 
 
-def default_settings(task_name: str, pooled: bool = False) -> list[str]:
-    """The paper's settings for a task: every shift for the linear classes, standard for the others;
-    a run trained on a finite pool of tasks also gets pool_tasks (standard's tasks are fresh)."""
+def default_settings(task: Task, pooled: bool = False) -> list[str]:
+    """The paper's settings for a task: standard, then the groups its class lists (Task.settings:
+    every shift and scale for the linear classes, the linear setting for relu_2nn); a run trained on
+    a finite pool of tasks also gets pool_tasks (standard's tasks are fresh)."""
+    groups = {
+        "shifts": SHIFTS,
+        "scales": [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES],
+        "noisy_linear": ["noisy_linear"],
+        "linear": ["linear"],
+    }
     first = ["standard", "pool_tasks"] if pooled else ["standard"]
-    if task_name in LINEAR_TASKS:
-        noisy = ["noisy_linear"] if task_name in NOISY_TASKS else []
-        scales = [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES]
-        return [*first, *SHIFTS, *scales, *noisy]
-    if task_name == "relu_2nn":
-        return [*first, "linear"]
-    return first
+    return [*first, *(name for group in task.settings for name in groups[group])]
 
 
 # ---------------------------------------------------------------- the distortions
@@ -221,8 +219,9 @@ def noisy_linear(d: Draw) -> Prompts:
     """The original's noisy setting: the task's noiseless labels (sparse w stays sparse) plus
     N(0, noise_std^2), rescaled by sqrt(normaliser) / std(labels) over all prompts so that their
     variance is the signal's again (sqrt(d) / std for linear, as the original; sqrt(s) for sparse)."""
-    if d.task.name not in NOISY_TASKS:
-        raise ValueError(f"the noisy_linear setting needs one of the tasks {NOISY_TASKS}, not {d.task.name!r}")
+    if "noisy_linear" not in d.task.settings:
+        noisy = sorted(name for name, cls in TASKS.items() if "noisy_linear" in cls.settings)
+        raise ValueError(f"the noisy_linear setting needs one of the tasks {noisy}, not {d.task.name!r}")
     params, xs = d.functions(), d.inputs()
     ys = Linear.apply(d.task, params, xs)  # noisy_linear's own apply would add its noise a second time
     ys = ys + d.noise_std * torch.randn(ys.shape, generator=d.gens["noise"], device=ys.device)

@@ -7,7 +7,7 @@ moving the others.
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -68,22 +68,54 @@ def registrar(table: dict[str, type]):
     return register
 
 
-TASKS: dict[str, type] = {}
-register = registrar(TASKS)
-
-
 def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
     return torch.randn(*shape, generator=gen, device=gen.device)
 
 
-@register("linear")
 @dataclass
-class Linear:
-    """f(x) = x . w, w ~ N(0, w_scale^2 I)."""
+class Task:
+    """A function class: what every registered task declares. Its dataclass fields are its config
+    (conf/task/<name>.yaml, checked by a schema of its own); its checks live in __post_init__ and
+    check_active_dims."""
 
     n_dims: int
+    name: ClassVar[str]  # set by @register
+    classification: ClassVar[bool] = False  # sign labels: logistic loss in training, accuracy in evaluation
+    # groups of evaluation settings the task is judged on beside standard (minicl.settings.default_settings)
+    settings: ClassVar[tuple[str, ...]] = ()
+    # a finite pool of its functions is a pool of w with y = x . w (+ noise): dmmse is its Bayes predictor
+    linear_pool: ClassVar[bool] = False
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        """Parameters of `batch` functions, drawn from `gen`."""
+        raise NotImplementedError
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        """f(xs) (B, N) for each prompt's function."""
+        raise NotImplementedError
+
+    @property
+    def normaliser(self) -> float:
+        """Error of the trivial predictor 0 (the variance of f(x)), used to normalise squared error."""
+        raise NotImplementedError
+
+    def check_active_dims(self, n_active: int) -> None:
+        """Raise ValueError if functions cannot be drawn over `n_active` active dims (the fewest the
+        curriculum starts with)."""
+
+
+TASKS: dict[str, type[Task]] = {}
+register = registrar(TASKS)
+
+
+@register("linear")
+@dataclass
+class Linear(Task):
+    """f(x) = x . w, w ~ N(0, w_scale^2 I)."""
+
     w_scale: float = 1.0
-    classification = False
+    settings = ("shifts", "scales", "noisy_linear")
+    linear_pool = True
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
         return {"w": _randn(gen, batch, self.n_dims) * self.w_scale}
@@ -93,7 +125,6 @@ class Linear:
 
     @property
     def normaliser(self) -> float:
-        """Error of the trivial predictor 0 (the variance of f(x)), used to normalise squared error."""
         return self.n_dims * self.w_scale**2
 
 
@@ -103,10 +134,17 @@ class SparseLinear(Linear):
     """Linear with all but `sparsity` coordinates of w zeroed; the support is uniform over the active dims."""
 
     sparsity: int = 3
+    linear_pool = False  # a pool holds dense w, each batch draws its supports
 
     def __post_init__(self):
         if not 0 < self.sparsity <= self.n_dims:
             raise ValueError(f"sparsity={self.sparsity} must be in 1..n_dims={self.n_dims}")
+
+    def check_active_dims(self, n_active: int) -> None:
+        if self.sparsity > n_active:
+            raise ValueError(
+                f"task.sparsity={self.sparsity} is above the {n_active} active dims the curriculum starts with"
+            )
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
         return self.with_support(super().sample(gen, batch, n_active), gen, n_active)
@@ -145,6 +183,9 @@ class NoisyLinear(Linear):
 class Quadratic(Linear):
     """f(x) = (x * x) . w / sqrt(3)."""
 
+    settings = ("shifts", "scales")
+    linear_pool = False
+
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
         return super().apply(params, xs * xs) / math.sqrt(3)
 
@@ -155,6 +196,8 @@ class LinearClassification(Linear):
     """f(x) = sign(x . w); trained with the logistic loss, measured by accuracy."""
 
     classification = True
+    settings = ("shifts", "scales")
+    linear_pool = False
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
         return torch.sign(super().apply(params, xs))
@@ -166,12 +209,11 @@ class LinearClassification(Linear):
 
 @register("relu_2nn")
 @dataclass
-class Relu2NN:
+class Relu2NN(Task):
     """f(x) = sqrt(2 / hidden) * relu(x W1) W2 with W1, W2 ~ N(0, 1)."""
 
-    n_dims: int
     hidden: int = 100
-    classification = False
+    settings = ("linear",)
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
         return {"w1": _randn(gen, batch, self.n_dims, self.hidden), "w2": _randn(gen, batch, self.hidden)}
@@ -190,16 +232,14 @@ SplitDims = Literal["all", "active"]
 
 @register("decision_tree")
 @dataclass
-class DecisionTree:
+class DecisionTree(Task):
     """Full binary tree of `depth`: inner node j tests coordinate coords[j] and goes right when
     x[coord] > 0; nodes are numbered heap-style, leaves hold N(0, 1) values. The coordinates are
     uniform over all dims, as in the original (early in the curriculum most splits then test a
     zeroed coordinate and go left); split_dims="active" draws them from the active dims only."""
 
-    n_dims: int
     depth: int = 4
     split_dims: SplitDims = "all"
-    classification = False
 
     def __post_init__(self):
         if self.split_dims not in get_args(SplitDims):
@@ -225,7 +265,7 @@ class DecisionTree:
         return 1.0
 
 
-def build_task(name: str, **params) -> Linear | Relu2NN | DecisionTree:
+def build_task(name: str, **params) -> Task:
     """The task `name`, given the parameters its class takes (others are ignored)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")

@@ -33,7 +33,16 @@ from minicl.common import (
     standard_prompts,
     write_json,
 )
-from minicl.config import CONF, check_config, model_config, plain, register_schemas, task_from_config
+from minicl.config import (
+    CONF,
+    check_config,
+    check_resumable,
+    model_config,
+    plain,
+    register_schemas,
+    resolved_config,
+    task_from_config,
+)
 from minicl.evaluate import evaluate_run
 from minicl.model import ModelConfig, PromptModel, build_model
 from minicl.tasks import PromptSampler, curriculum_at, make_generators
@@ -156,7 +165,7 @@ def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
 class Run:
     """What the pieces of one training run share."""
 
-    cfg: DictConfig  # resolved (rundir.resolved_config): trainer.amp and trainer.compile as they run
+    cfg: DictConfig  # resolved (config.resolved_config): trainer.amp and trainer.compile as they run
     run_dir: Path
     rank: int
     world: int
@@ -179,7 +188,9 @@ class Run:
         return self.run_dir / rundir.LOG
 
     def checkpoint(self) -> dict:
-        return rundir.checkpoint_state(self.model, self.opt, self.sampler, self.step, self.cfg, self.model_config)
+        return rundir.checkpoint_state(
+            self.model, self.opt, self.sampler, self.step, plain(self.cfg), self.model_config
+        )
 
 
 @dataclass
@@ -256,7 +267,7 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
         pool_seed=tr.seed,
     )
     return Run(
-        rundir.resolved_config(cfg, device),
+        resolved_config(cfg, device),
         run_dir,
         rank,
         world,
@@ -271,7 +282,10 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
 
 def resume(run: Run) -> None:
     """Continue from the run directory's newest intact checkpoint, if any."""
-    run.step = rundir.restore(run.run_dir, run.cfg, run.model, run.opt, run.sampler)
+    state = rundir.latest_checkpoint(run.run_dir)
+    if state is not None:
+        check_resumable(state["config"], run.cfg, run.run_dir)
+        run.step = rundir.restore(state, run.model, run.opt, run.sampler)
     if not run.step and run.writes:
         rundir.write_provenance(run.run_dir)
     if run.step and run.writes:

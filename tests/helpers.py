@@ -9,9 +9,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from minicl import load_model
-from minicl.checkpoint import read_run
 from minicl.common import pointwise_metric, standard_prompts
 from minicl.config import CONF, register_schemas, task_from_config
+from minicl.rundir import read_run
 
 # A few quick steps of any config, on the CPU, writing everything a run writes.
 SHORT = [

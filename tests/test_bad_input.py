@@ -6,8 +6,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from minicl import ICLRegressor, load_model
 from minicl.baselines import BASELINES, build_baseline
-from minicl.checkpoint import CheckpointError
 from minicl.model import ModelConfig, Transformer
+from minicl.rundir import CheckpointError
 from minicl.settings import parse
 from minicl.train import train
 from tests.helpers import SHORT, TINY

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Transformer
 
-from minicl import compare, pretrained
+from minicl import compare, ship
 from minicl.config import CONF, check_config, register_schemas
 from minicl.reproduce import checked_request, claim_config
 
@@ -109,8 +109,8 @@ def test_every_documented_command_splits_and_composes(where, command):
                 claim_config(claim, cfg.scale, [*cfg.overrides, "trainer.seed=0"])
     elif module == "compare":
         assert all(key in compare.OPTIONS for key, sep, _ in (a.partition("=") for a in args) if sep), command
-    elif module == "pretrained":
-        assert set(args) <= set(pretrained.SOURCES), command
+    elif module == "ship":
+        assert set(args) <= set(ship.SOURCES), command
     elif module == "convert":
         assert len(args) == 2, command
     else:

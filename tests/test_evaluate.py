@@ -103,7 +103,8 @@ def test_unknown_setting_is_refused():
         with pytest.raises(ValueError, match=f"evaluation setting '{bad}' needs a value"):
             parse(bad)
     assert parse("noise_0")[1] == 0 and parse("skew_1")[1] == 1 and parse("scale_y_0.5")[1] == 0.5
-    assert default_settings("decision_tree") == ["standard"] and "linear" in default_settings("relu_2nn")
+    assert default_settings(build_task("decision_tree", n_dims=5)) == ["standard"]
+    assert "linear" in default_settings(build_task("relu_2nn", n_dims=5))
 
 
 def task_cfg(name="linear"):

@@ -9,10 +9,9 @@ import torch
 import yaml
 
 from minicl import ICLClassifier, ICLRegressor, ModelConfig, Transformer, load_model
-from minicl.checkpoint import CheckpointError
-from minicl.convert import convert_state_dict
 from minicl.convert import main as convert_main
 from minicl.evaluate import evaluate_run
+from minicl.rundir import CheckpointError, convert_state_dict
 
 
 def original(n_dims=5, n_positions=11, n_embd=32, n_layer=2, n_head=4):

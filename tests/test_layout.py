@@ -11,14 +11,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "minicl"
 LAYERS = [
     {"kernels"},
     {"model", "tasks"},
-    {"common", "config"},
-    {"convert", "tracking", "settings"},
-    {"checkpoint", "baselines"},
-    {"rundir", "estimators", "evaluate"},
+    {"common", "plots"},
+    {"config", "settings", "tracking"},
+    {"rundir", "baselines"},
+    {"estimators", "evaluate", "pretrained", "convert"},
     {"minicl", "train"},
     {"probe"},
     {"explore", "reproduce", "compare"},
-    {"pretrained"},
+    {"ship"},
 ]
 
 

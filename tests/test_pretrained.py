@@ -10,14 +10,14 @@ import zipfile
 import pytest
 
 import minicl
-from minicl import pretrained
-from minicl.checkpoint import SHIPPED
+from minicl import pretrained, ship
 from minicl.common import pointwise_metric, predict_in_batches
 from minicl.config import CONF, task_from_config
 from minicl.evaluate import evaluate_run
 from minicl.explore import run_sweep
 from minicl.probe import probe_run
 from minicl.reproduce import reproduce
+from minicl.rundir import SHIPPED
 from minicl.settings import setting_prompts
 from minicl.train import train
 from tests.helpers import logged, tiny
@@ -98,13 +98,13 @@ def test_reproduce_judges_the_shipped_claims_without_training(tmp_path):
 
 def test_ship_writes_a_runs_model_and_its_record(tmp_path):
     train(tiny(), tmp_path / "run")
-    record = pretrained.ship("mine", tmp_path / "run", n_prompts=32, to=tmp_path)
+    record = ship.ship("mine", tmp_path / "run", n_prompts=32, to=tmp_path)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert record["evaluation"]["models"] == metrics["settings"]["standard"]["models"]
     assert record["curve"]["steps"] == [] and record["steps"] == 6 == logged(tmp_path / "run")[-1]
     assert minicl.load_model(tmp_path / "mine.pt").config == minicl.load_model(tmp_path / "run").config
     with pytest.raises(ValueError, match="no finished run to ship"):
-        pretrained.ship("mine", tmp_path / "nothing", to=tmp_path)
+        ship.ship("mine", tmp_path / "nothing", to=tmp_path)
 
 
 def test_the_wheel_carries_configs_and_models_and_runs_from_an_empty_directory(tmp_path):

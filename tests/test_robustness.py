@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import minicl.checkpoint
+import minicl.rundir
 from minicl.tasks import PromptSampler
 from minicl.train import train
 from tests.helpers import logged, train_command
@@ -42,7 +42,7 @@ def test_sigkill_at_several_points_then_resume_is_bit_exact(tmp_path):
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert minicl.checkpoint.latest_checkpoint(killed)["step"] >= kill_at - 1
+        assert minicl.rundir.latest_checkpoint(killed)["step"] >= kill_at - 1
     final = subprocess.run(train_command(killed, *overrides), env=env, capture_output=True, timeout=300)
     assert final.returncode == 0, final.stderr.decode()[-2000:]
     a = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)["model"]
@@ -69,7 +69,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_cfg, tmp_
     nan_after(monkeypatch, bad_step=5)
     with pytest.raises(FloatingPointError, match="non-finite loss at step 5"):
         train(tiny_cfg("trainer.steps=10", "trainer.checkpoint_every=2", "trainer.log_every=2"), tmp_path)
-    state = minicl.checkpoint.latest_checkpoint(tmp_path)
+    state = minicl.rundir.latest_checkpoint(tmp_path)
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
 
 
@@ -115,7 +115,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tiny_cfg, tmp_path
     with pytest.raises(OSError, match="could not write the checkpoint of step 4 .*No space left.*intact"):
         train(tiny_cfg("trainer.steps=6"), tmp_path)
     monkeypatch.setattr(torch, "save", save)
-    assert minicl.checkpoint.latest_checkpoint(tmp_path)["step"] == 2
+    assert minicl.rundir.latest_checkpoint(tmp_path)["step"] == 2
     assert not list(tmp_path.glob("*.tmp"))
 
 

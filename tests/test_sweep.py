@@ -8,8 +8,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from minicl.config import CONF
-from minicl.rundir import RESUMABLE_CHANGES
+from minicl.config import CONF, RESUMABLE_CHANGES
 from tests.helpers import TINY, assert_final_eval_is_the_models, logged
 
 

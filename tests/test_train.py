@@ -8,8 +8,7 @@ import torch
 from hydra.errors import ConfigCompositionException
 
 from minicl import load_model
-from minicl.config import check_config
-from minicl.rundir import config_differences
+from minicl.config import check_config, config_differences
 from minicl.train import learning_rate, train
 from tests.helpers import SHORT, assert_final_eval_is_the_models, logged
 

@@ -1,0 +1,327 @@
+"""Every figure minicl draws, from the results its commands compute (plain dicts, as in their JSON).
+
+matplotlib loads with the first figure (pyplot()), not with this module, so the modules that
+draw import it at their top and `import minicl.evaluate` still loads no matplotlib. Every figure
+is written to a file with the Agg backend. A model keeps its colour in every figure (COLORS).
+"""
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from minicl.model import MODELS
+
+COLORS = {  # one colour per model in every figure, so that a colour means the same in every panel
+    "transformer": "C0",
+    "least_squares": "C1",
+    "knn_3": "C2",
+    "averaging": "C3",
+    "gd_2nn": "C4",
+    "xgboost": "C5",
+    "decision_tree": "C6",
+    "decision_tree_4": "C7",
+    "bayes_sparse": "C8",
+    "ridge": "C9",
+    "dmmse": "C6",
+    "lasso_1": "#c7e9c0",
+    "lasso_1e-1": "#74c476",
+    "lasso_1e-2": "#31a354",
+    "lasso_1e-3": "#006d2c",
+    "lasso_1e-4": "#00441b",
+    **{arch: f"C{i}" for i, arch in enumerate(("linear_attention", "lstm", "mamba"), start=7)},
+}
+
+
+TRAINED = "trained model"  # compare's label for each run's own model, whatever its arch
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot drawing to files (the Agg backend)."""
+    import matplotlib  # deferred: matplotlib loads only when a figure is drawn
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # deferred, as above
+
+    return plt
+
+
+def integer_ticks(axis: Any) -> None:
+    """Ticks at whole numbers only (k, dims) on a matplotlib axis."""
+    from matplotlib.ticker import MaxNLocator  # deferred, as matplotlib (pyplot)
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
+def model_color(name: str) -> str:
+    """The model's colour (COLORS; other names by a stable hash into a palette of their own)."""
+    return COLORS.get(name) or ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"][sum(map(ord, name)) % 5]
+
+
+def panel_grid(n: int, width: float, height: float, cols: int = 2, **kwargs: Any) -> tuple[Any, list]:
+    """A figure of n panels of width x height inches, `cols` a row (spare ones switched off)."""
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False, **kwargs)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
+# ---------------------------------------------------------------- evaluate: error against k
+
+
+def setting_figure(name: str, s: dict, path: Path) -> None:
+    """plots/<setting>.png of minicl.evaluate: every model of one setting."""
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    draw_setting(ax, s, name)
+    save_figure(fig, path)
+
+
+def draw_setting(ax: Any, s: dict, title: str, models: Sequence[str] | None = None) -> None:
+    """Error (or accuracy) against k with bootstrap bands, one line per model (all by default),
+    and the trivial predictor's level."""
+    for model in models or list(s["models"]):
+        m = s["models"][model]
+        k = range(len(m["mean"]))
+        ax.plot(k, m["mean"], label=model, lw=2 if model in MODELS else 1.2, color=model_color(model))
+        ax.fill_between(k, m["lo"], m["hi"], color=model_color(model), alpha=0.2)
+    accuracy = s["metric"] == "accuracy"
+    ax.plot(range(len(s["trivial"])), s["trivial"], "k--", lw=1, label="chance" if accuracy else "trivial (predict 0)")
+    integer_ticks(ax.xaxis)
+    ax.set_xlabel("in-context examples")
+    ax.set_ylabel("accuracy" if accuracy else "squared error / normaliser")
+    if not accuracy:
+        ax.set_ylim(0, 1.25 * max(s["trivial"]))
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+
+
+# ---------------------------------------------------------------- explore: sweeps and the probe
+
+
+def sweep_figures(out: dict, label: str, log: bool, out_dir: Path) -> None:
+    """<sweep>.png: every model's error at k against the swept value (`label` on a log axis if
+    `log`); <sweep>_curves.png: error against k, a panel per value (the length sweep: its one long
+    prompt, which holds every shorter one)."""
+    sweep, results = out["sweep"], out["results"]
+    values = [r["value"] for r in results]
+    models = list(results[0]["models"])
+    ks = [int(v) if sweep == "length" else out["k"] for v in values]  # the k each value is read at
+    fig, ax = pyplot().subplots(figsize=(6, 4))
+    for name in models:
+        mean, lo, hi = ([r["models"][name][key][k] for r, k in zip(results, ks)] for key in ("mean", "lo", "hi"))
+        ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3, color=model_color(name))
+        ax.fill_between(values, lo, hi, color=model_color(name), alpha=0.2)
+    if sweep == "length":
+        ax.axvline(out["train_points"] - 1, color="gray", ls=":", label="training length")
+    ax.axhline(1.0, color="k", ls="--", lw=1, label="predict 0")
+    ax.set_xscale("log" if log else "linear")
+    if sweep in ("length", "dims"):
+        integer_ticks(ax.xaxis)
+    highest = {name: max(r["models"][name]["mean"][k] for r, k in zip(results, ks)) for name in models}
+    # the model's every point shown (label noise puts it far above 1), and the baselines near it
+    trained = highest[out["arch"]]
+    ax.set_ylim(0, 1.1 * max([1.4, trained, *(h for h in highest.values() if h <= 2 * trained)]))
+    ax.set_xlabel(label)
+    ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
+    model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
+    ax.set_title(f"{sweep} sweep: run {out.get('run', '?')}\n({out['task']}, {model})", fontsize=9)
+    ax.legend(fontsize=7)
+    save_figure(fig, out_dir / f"{sweep}.png")
+    sweep_curves(sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?"))
+
+
+def sweep_curves(sweep: str, shown: list[dict], out_dir: Path, run: str) -> None:
+    models = list(shown[0]["models"])
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    trained = [name for name in models if name in MODELS] or models  # every point of the model shown
+    top = max(1.5, 1.1 * max(max(r["models"][name]["mean"][1:]) for r in shown for name in trained))
+    size = (max(6, 3 * cols) / cols, max(4, 2.4 * rows) / rows)
+    fig, axes = panel_grid(len(shown), *size, cols=cols, sharey=True)
+    axes[0].set_ylim(0, top)  # shared by every panel
+    for ax, r in zip(axes, shown):
+        for name in models:
+            m = r["models"][name]
+            ax.plot(m["mean"], lw=1.5 if name in MODELS else 1, label=name, color=model_color(name))
+            ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=model_color(name), alpha=0.2)
+        ax.set_title(f"{sweep} = {r['value']:g}", fontsize=8)
+    axes[0].legend(fontsize=6)
+    fig.suptitle(f"{sweep} sweep: run {run}", fontsize=9)
+    fig.supxlabel("in-context examples")
+    fig.supylabel("error / signal")
+    save_figure(fig, out_dir / f"{sweep}_curves.png", dpi=100)
+
+
+def probe_figure(report: dict, path: Path) -> None:
+    """explore/probe.png: the implicit weights against least squares' and ridge's, per k."""
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(9, 3.5))
+    for name in ("least_squares", "ridge"):
+        label = name + (f" (lam={report['ridge_lam']:g})" if name == "ridge" else "")
+        for ax, key in ((left, "cosine"), (right, "rel_error")):
+            values = report[name][key]
+            ks = [k for k, v in enumerate(values) if v is not None]
+            ax.plot(ks, [values[k] for k in ks], "o-", ms=3, label=label)
+    left.set_ylabel("cosine(implicit w, w)")
+    right.set_ylabel("||implicit w - w|| / ||w||")
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.set_xlabel("in-context examples")
+        ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
+        ax.legend(fontsize=7)
+    fig.suptitle("the transformer's implicit weights (gradient of the prediction w.r.t. the query)")
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- reproduce: the claims
+
+
+def runs_shown(c: dict) -> str:
+    """Where a claim's runs are, for a figure's title: OUT/<scale>/<claim>/seed{0,1,2} or pretrained:<claim>."""
+    first = c["runs"][0]["run"]
+    if len(c["runs"]) == 1:
+        return first
+    return f"{Path(first).parent}/seed{{{','.join(map(str, c['seeds']))}}}"
+
+
+def claims_figures(panels: dict[str, list[dict]], results: list[dict], out: Path) -> None:
+    """One figure per claim (claim_<task>.png) and all of them side by side (claims.png): the
+    comparators on the first seed's prompts, the transformer of every seed, the k each criterion reads."""
+    fig, axes = panel_grid(len(results), 6, 4)
+    for ax, r in zip(axes, results):
+        draw_claim(ax, panels[r["claim"]], r, r["claim"])
+    save_figure(fig, out / "claims.png", dpi=100)
+    for r in results:
+        fig, ax = pyplot().subplots(figsize=(6, 4))
+        draw_claim(ax, panels[r["claim"]], r, f"{r['claim']}: {r['statement']}")
+        save_figure(fig, out / f"claim_{r['claim']}.png")
+
+
+def draw_claim(ax: Any, settings: list[dict], r: dict, title: str) -> None:
+    """A claim's panel: the models its first seed's verdict shows, every seed's transformer."""
+    seeds = r["seeds"]
+    comparators = f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""
+    draw_setting(ax, settings[0], f"{title}\n{runs_shown(r)}{comparators}", list(r["runs"][0]["errors"]))
+    ax.title.set_fontsize(8)
+    if len(seeds) > 1:
+        first = next(line for line in ax.get_lines() if line.get_label() == "transformer")
+        first.set_label(f"transformer, seed {seeds[0]}")
+    for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
+        style = ("--", ":", "-.")[i % 3]
+        ax.plot(s["models"]["transformer"]["mean"], color="C0", lw=1.2, ls=style, label=f"transformer, seed {seed}")
+    for k in r["ks"]:
+        ax.axvline(k, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=6)
+
+
+def training_figure(results: list[dict], out: Path) -> None:
+    """training.png: the transformer's error at each criterion's k against training steps, one
+    panel per claim (over seeds: the mean and the band from the lowest to the highest), with the
+    comparators' final errors (mean over seeds) and predicting 0 at that k as horizontal lines."""
+    fig, axes = panel_grid(len(results), 6, 3.6)
+    for ax, c in zip(axes, results):
+        for i, k in enumerate(c["ks"]):
+            draw_training_at(ax, c, k, f"C{i}")
+        curves = [e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs]
+        top = max([*c["runs"][0]["trivial"].values(), *curves])
+        title = f"{c['claim']}: {runs_shown(c)} (black: predict 0)"
+        ax.set(title=title, xlabel="training step", ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6)
+    save_figure(fig, out / "training.png", dpi=100)
+
+
+def draw_training_at(ax: Any, c: dict, k: int, color: str) -> None:
+    """One k of a claim's training panel: the transformer's curve, the comparators, the criterion."""
+    runs, key = c["runs"], str(k)  # claims.json keys its k as strings
+    steps = min((r["curve"]["steps"] for r in runs), key=len)
+    if len(steps):
+        errs = np.array([r["curve"]["errors"][key][: len(steps)] for r in runs])
+        ax.plot(steps, errs.mean(0), "o-", color=color, label=f"transformer, k={k}")
+        ax.fill_between(steps, errs.min(0), errs.max(0), color=color, alpha=0.2)
+    for j, model in enumerate(m for m in runs[0]["errors"] if m != "transformer"):
+        level = sum(r["errors"][model][key][0] for r in runs) / len(runs)
+        style = ("--", ":", "-.", (0, (1, 3)))[j % 4]
+        ax.axhline(level, color=color, ls=style, lw=0.8, label=f"{model}, k={k}")
+    ax.axhline(runs[0]["trivial"][key], color="k", ls="--", lw=0.6)
+    bounded = [[v["bound"] for v in r["conditions"] if v["k"] == k and v.get("bound") is not None] for r in runs]
+    bounds = [min(b) for b in bounded if b]
+    if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
+        ax.axhline(np.mean(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this")
+
+
+# ---------------------------------------------------------------- compare: runs side by side
+
+
+def loss_figure(curves: dict[str, tuple], path: Path) -> None:
+    """loss.png: {group label: (steps, mean, min, max, runs)} of the training loss."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    for label, (steps, mean, lo, hi, n_runs) in curves.items():
+        (line,) = ax.plot(steps, mean, lw=1.2, label=f"{label} ({n_runs} run{'s' * (n_runs > 1)})")
+        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel="training loss", yscale="log", title="training loss (mean, min-max over seeds)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def compare_errors_figure(panels: list[dict], path: Path) -> None:
+    """error.png: a panel per setting ({"title", "groups": {label: (runs, k) errors}, "setting":
+    the first run's metrics of it}); the runs' groups solid in a palette of their own, the
+    baselines dashed, each in its colour of every figure."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 4.5), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for color, (label, errors) in zip(plt.cm.Dark2.colors * 4, panel["groups"].items()):
+            k = np.arange(errors.shape[1])
+            ax.plot(k, errors.mean(0), lw=1.8, label=label, color=color)
+            ax.fill_between(k, errors.min(0), errors.max(0), color=color, alpha=0.2)
+        s = panel["setting"]
+        for name, m in s["models"].items():
+            if name not in MODELS:
+                ax.plot(m["mean"], "--", lw=1, label=name, color=model_color(name))
+        ax.axhline(s["trivial"][0], color="k", ls=":", lw=1, label="predict 0")
+        integer_ticks(ax.xaxis)
+        ylim = (0, 1.25 * s["trivial"][0])
+        ax.set(xlabel="in-context examples", ylabel="squared error / normaliser", ylim=ylim, title=panel["title"])
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no curve hidden
+    save_figure(fig, path)
+
+
+def compare_sweep_figure(key: str, values: dict, at_k: dict, k: int, titles: dict[str, str], path: Path) -> None:
+    """sweep.png: error at k against the swept value, a panel per setting (titled by `titles`);
+    groups without a number (null) are drawn as horizontal lines. The runs' own models (TRAINED)
+    are solid and black, the baselines dashed in their fixed colours."""
+    settings = list(dict.fromkeys(s for per_setting in at_k.values() for s in per_setting))
+    fig, axes = pyplot().subplots(1, len(settings), figsize=(8 * len(settings), 4.5), squeeze=False)
+    numeric = [label for label, v in values.items() if isinstance(v, (int, float))]
+    xs = [values[label] for label in numeric]
+    for ax, setting in zip(axes[0], settings):
+        for model in dict.fromkeys(m for label in numeric for m in at_k[label].get(setting, {})):
+            present = [label for label in numeric if model in at_k[label].get(setting, {})]
+            x, runs = [values[label] for label in present], [at_k[label][setting][model] for label in present]
+            if model == TRAINED:
+                ax.plot(x, [np.mean(r) for r in runs], "o-", lw=2, label=model, color="k")
+                ax.fill_between(x, [min(r) for r in runs], [max(r) for r in runs], color="k", alpha=0.15)
+            else:
+                ax.plot(x, [np.mean(r) for r in runs], ".--", lw=1, label=model, color=model_color(model))
+        for label in values:
+            if label not in numeric and TRAINED in at_k[label].get(setting, {}):
+                level = np.mean(at_k[label][setting][TRAINED])
+                ax.axhline(level, color="0.4", ls=":", lw=1.2, label=f"{TRAINED}, {label}")
+        if xs and min(xs) > 0 and max(xs) >= 100 * min(xs):
+            ax.set_xscale("log", base=2)
+        ax.set(xlabel=key, ylabel=f"error at k = {k}", title=titles[setting])
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_figure(fig, path)
