@@ -4,8 +4,8 @@
 with the modules that use them (minicl.ICLRegressor loads scikit-learn on first use).
 """
 
-from minicl.rundir import load_model
 from minicl.model import ModelConfig, Transformer, build_model
+from minicl.rundir import load_model
 
 __all__ = ["ICLClassifier", "ICLRegressor", "ModelConfig", "Transformer", "build_model", "load_model"]
 

@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from minicl.rundir import load_model
 from minicl.model import PromptModel
+from minicl.rundir import load_model
 
 DEFAULT_MODEL = "pretrained:linear_d20"
 

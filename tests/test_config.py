@@ -180,5 +180,6 @@ def test_a_config_saved_before_a_key_existed_reads_with_its_default(compose_cfg)
 
 def test_a_config_saved_with_every_tasks_fields_reads_with_its_own(compose_cfg):
     saved = plain(compose_cfg("task=linear"))
-    saved["task"] |= {"depth": 4, "hidden": 100, "sparsity": 3, "split_dims": "all", "noise_std": 1.0}  # as every task config was saved before each had a schema
+    # before each task had a schema of its own, every task config held every task's fields
+    saved["task"] |= {"depth": 4, "hidden": 100, "sparsity": 3, "split_dims": "all", "noise_std": 1.0}
     assert migrated(saved) == plain(compose_cfg("task=linear"))
