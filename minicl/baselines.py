@@ -17,11 +17,24 @@ import torch
 from minicl.model import check_prompt
 from minicl.tasks import registrar
 
-BASELINES: dict[str, type] = {}
+
+class Baseline:
+    """A classical learner with the predictors' call shape (minicl.model.Predictor): __call__ checks
+    the prompt once and hands `predict` the queries (xs when none are given)."""
+
+    def __call__(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predict(xs, ys, check_prompt(xs, ys, queries))
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B, N): position i predicts queries[:, i] from the pairs before i (0 with none)."""
+        raise NotImplementedError
+
+
+BASELINES: dict[str, type[Baseline]] = {}
 register = registrar(BASELINES)
 
 
-def build_baseline(name: str, **params):
+def build_baseline(name: str, **params) -> Baseline:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; known baselines: {sorted(BASELINES)}")
     return BASELINES[name](**params)
@@ -107,7 +120,7 @@ def pinv_weights(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 @register("least_squares")
 @dataclass
-class LeastSquares:
+class LeastSquares(Baseline):
     """Minimum-norm least squares: w_i = pinv(X_i) y_i = pinv(X_i^T X_i) X_i^T y_i, for all
     prefixes in one pass (prefix_least_squares); the ill-conditioned prompts by pseudo-inverse."""
 
@@ -118,14 +131,13 @@ class LeastSquares:
             w[shaky] = pinv_weights(xs[shaky], ys[shaky])
         return w
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         return linear_predictions(self.weights(xs, ys), queries)
 
 
 @register("ridge")
 @dataclass
-class Ridge:
+class Ridge(Baseline):
     """argmin ||y - Xw||^2 + lam ||w||^2; with lam = noise_std^2 (w ~ N(0, I)) the Bayes-optimal
     estimator for noisy_linear. Give lam, or noise_std to derive it."""
 
@@ -138,6 +150,7 @@ class Ridge:
                 f"ridge needs exactly one of lam or noise_std, got lam={self.lam} noise_std={self.noise_std}"
             )
         if self.lam is None:
+            assert self.noise_std is not None  # exactly one of the two was given
             self.lam = self.noise_std**2
         if self.lam <= 0:
             raise ValueError(f"ridge lam must be positive, got {self.lam}")
@@ -146,10 +159,10 @@ class Ridge:
         """w_i for every prefix i: (B, N, D) in float64."""
         gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         eye = torch.eye(xs.shape[-1], dtype=gram.dtype, device=gram.device)
+        assert self.lam is not None  # set in __post_init__
         return torch.linalg.solve(gram + self.lam * eye, cross)
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         return linear_predictions(self.weights(xs, ys), queries)
 
 
@@ -158,7 +171,7 @@ NOISELESS_STD = 0.1  # dmmse's assumed label noise for noiseless tasks: small ag
 
 @register("dmmse")
 @dataclass
-class DMMSE:
+class DMMSE(Baseline):
     """The Bayes-optimal prediction when w is drawn uniformly from a finite pool (M, D) of weight
     vectors: the posterior mean sum_m p(m | pairs before i) x . w_m under N(0, noise_std^2) label
     noise (NOISELESS_STD for noiseless tasks). With no pairs yet it is the pool's mean prediction.
@@ -174,8 +187,7 @@ class DMMSE:
         if self.noise_std <= 0:
             raise ValueError(f"dmmse noise_std must be positive, got {self.noise_std}")
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         w = self.pool.to(xs.device, torch.float64).T  # (D, M)
         chunk = max(1, self.max_terms // (xs.shape[1] * w.shape[1]))
         out = []
@@ -192,7 +204,7 @@ NOISELESS_FLOOR = 1e-5  # bayes_sparse's label noise for noiseless labels, times
 
 @register("bayes_sparse")
 @dataclass
-class BayesSparse:
+class BayesSparse(Baseline):
     """The exact posterior mean under sparse_linear's prior: the support S uniform over the
     `sparsity`-subsets of the prompt's dims (those not zero throughout it), w_S ~ N(0, w_scale^2 I),
     labels with N(0, noise_std^2) noise (noiseless: NOISELESS_FLOOR * w_scale, the limit to ~1e-10).
@@ -227,13 +239,12 @@ class BayesSparse:
             )
         return torch.combinations(torch.arange(n_dims, device=device), self.sparsity)
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         support = self.supports(xs.shape[-1], xs.device)
         chunk = max(1, self.max_terms // (xs.shape[1] * len(support)))
         return torch.cat(
             [
-                self.posterior_mean(*(t[i : i + chunk] for t in (xs, ys, queries)), support)
+                self.posterior_mean(xs[i : i + chunk], ys[i : i + chunk], queries[i : i + chunk], support)
                 for i in range(0, len(xs), chunk)
             ]
         ).to(xs.dtype)
@@ -256,11 +267,10 @@ class BayesSparse:
 
 @register("averaging")
 @dataclass
-class Averaging:
+class Averaging(Baseline):
     """w_i = mean_{j < i} y_j x_j."""
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         cross = prefix_cross(xs, ys)
         count = torch.arange(xs.shape[1], device=xs.device).clamp(min=1).view(1, -1, 1)
         return linear_predictions(cross / count, queries)
@@ -268,7 +278,7 @@ class Averaging:
 
 @register("knn")
 @dataclass
-class KNN:
+class KNN(Baseline):
     """Mean y of the k nearest earlier x (all of them while fewer than k), uniform weights."""
 
     k: int = 3
@@ -277,8 +287,7 @@ class KNN:
         if self.k < 1:
             raise ValueError(f"knn k must be >= 1, got {self.k}")
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         N = xs.shape[1]
         dist = torch.cdist(queries.double(), xs.double())  # (B, N queries, N points)
         later = torch.ones(N, N, dtype=torch.bool, device=xs.device).triu()  # point j >= query i
@@ -355,7 +364,7 @@ def lasso_path(gram: torch.Tensor, cross: torch.Tensor, alpha: float, max_events
 
 @register("lasso")
 @dataclass
-class Lasso:
+class Lasso(Baseline):
     """sklearn's Lasso objective (1/2n) ||y - Xw||^2 + alpha ||w||_1, no intercept, on every prefix,
     solved exactly (LARS-Lasso homotopy) for all prompts and prefixes at once."""
 
@@ -365,8 +374,7 @@ class Lasso:
         if self.alpha <= 0:
             raise ValueError(f"lasso alpha must be positive, got {self.alpha}")
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         B, N, D = xs.shape
         gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
         n = torch.arange(N, device=xs.device, dtype=gram.dtype).clamp(min=1)
@@ -400,7 +408,7 @@ def forward_2nn(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
 
 @register("gd_2nn")
 @dataclass
-class GD2NN:
+class GD2NN(Baseline):
     """A 2-layer ReLU net fitted on each prefix by full-batch Adam: one net per (prompt, prefix),
     all trained at once as batched tensors."""
 
@@ -410,8 +418,7 @@ class GD2NN:
     seed: int = 0
     chunk: int = 8  # prompts per batch of nets (memory: chunk * N^2 * hidden floats)
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         B, N, D = xs.shape
         gen = torch.Generator(device=xs.device).manual_seed(self.seed)
         params = init_2nn(B * N, D, self.hidden, gen, xs.dtype)
@@ -469,7 +476,7 @@ def parallel_prefix_fits(make, xs, ys, queries, n_jobs: int | None) -> torch.Ten
 
 @register("decision_tree")
 @dataclass
-class DecisionTree:
+class DecisionTree(Baseline):
     """sklearn's greedy regression tree (max_depth None: grown until pure), seeded."""
 
     max_depth: int | None = None
@@ -481,14 +488,13 @@ class DecisionTree:
 
         return DecisionTreeRegressor(max_depth=self.max_depth, random_state=self.seed)
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         return parallel_prefix_fits(self.make, xs, ys, queries, self.n_jobs)
 
 
 @register("xgboost")
 @dataclass
-class XGBoost:
+class XGBoost(Baseline):
     """XGBoost's regressor with its defaults as the paper ran them (xgboost 1.x), one thread per
     fit: tree_method='exact', what 'auto' chose for data this small before 2.0, and base_score=0.5,
     the 1.x default (2.0 and later estimate it from the labels)."""
@@ -503,6 +509,5 @@ class XGBoost:
 
         return XGBRegressor(tree_method=self.tree_method, base_score=self.base_score, random_state=self.seed, n_jobs=1)
 
-    def __call__(self, xs, ys, queries=None):
-        queries = check_prompt(xs, ys, queries)
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         return parallel_prefix_fits(self.make, xs, ys, queries, self.n_jobs)

@@ -7,11 +7,36 @@ Imports torch and minicl.tasks only (it sits under `import minicl`).
 import json
 import os
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from minicl.tasks import PromptSampler, make_generators
+from minicl.model import Predictor
+from minicl.tasks import PromptSampler, Task, make_generators
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One model's result in one setting, per number of in-context examples k: the mean normalised
+    error (or accuracy), its std over prompts and the 5-95% bootstrap band of the mean. metrics.json
+    keeps it as {"mean", "std", "lo", "hi"} under settings.<setting>.models.<model>."""
+
+    mean: list[float]
+    std: list[float]
+    lo: list[float]
+    hi: list[float]
+
+    @classmethod
+    def read(cls, entry: dict) -> "Summary":
+        return cls(entry["mean"], entry["std"], entry["lo"], entry["hi"])
+
+    def to_json(self) -> dict[str, list[float]]:
+        return asdict(self)
+
+    def at(self, k: int) -> tuple[float, float, float]:
+        """(mean, lo, hi) at k."""
+        return self.mean[k], self.lo[k], self.hi[k]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -31,13 +56,15 @@ def bf16_is_fast(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
-def standard_prompts(task, n_prompts: int, n_points: int, seed: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def standard_prompts(
+    task: Task, n_prompts: int, n_points: int, seed: int, device="cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Fresh prompts at the full width from the evaluation streams of `seed` (disjoint from training)."""
     return PromptSampler(task, n_points, make_generators(seed, device, "eval")).sample(n_prompts)
 
 
 @torch.no_grad()
-def predict_in_batches(predictor, xs, ys, queries=None, batch_size: int = 256) -> torch.Tensor:
+def predict_in_batches(predictor: Predictor, xs, ys, queries=None, batch_size: int = 256) -> torch.Tensor:
     """predictor(xs, ys, queries) over slices of the prompts, concatenated: (B, N)."""
     parts = []
     for i in range(0, len(xs), batch_size):
@@ -46,7 +73,9 @@ def predict_in_batches(predictor, xs, ys, queries=None, batch_size: int = 256) -
     return torch.cat(parts)
 
 
-def pointwise_metric(task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None) -> torch.Tensor:
+def pointwise_metric(
+    task: Task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None
+) -> torch.Tensor:
     """(B, N): squared error over the normaliser (the task's by default), or 0/1 accuracy for classification."""
     if task.classification:
         return (torch.sign(preds) == ys).float()

@@ -17,6 +17,7 @@ Runs of different tasks or dims are refused, naming them.
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
+    out: dict = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out |= flatten(value, f"{prefix}{key}.")
@@ -117,18 +118,20 @@ def spread(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.
     return np.array(xs), ys.mean(0), ys.min(0), ys.max(0)
 
 
-def compare(paths: list[str | Path], out: str | Path | None = None, n_prompts: int = 1280, device: str = "auto") -> str:
+def compare(
+    paths: Sequence[str | Path], out: str | Path | None = None, n_prompts: int = 1280, device: str = "auto"
+) -> str:
     """Compare the runs in `paths`; writes loss.png, error.png and table.md to `out`; returns the table."""
-    paths = [Path(p) for p in paths]
-    runs = find_runs(paths)
+    dirs = [Path(p) for p in paths]
+    runs = find_runs(dirs)
     configs = {run: migrated(read_run(run)["config"]) for run in runs}
     check_comparable(configs)
     groups = group_runs(configs)
     metrics = {run: run_metrics(run, run_settings(cfg), n_prompts, device) for run, cfg in configs.items()}
     settings = [s for s in SETTINGS if any(s in m["settings"] for m in metrics.values())]
     if out is None:  # compare/ in the one directory given, or in the runs' common parent
-        one = len(paths) == 1 and paths[0] not in runs
-        out = (paths[0] if one else Path(os.path.commonpath([r.resolve().parent for r in runs]))) / "compare"
+        one = len(dirs) == 1 and dirs[0] not in runs
+        out = (dirs[0] if one else Path(os.path.commonpath([r.resolve().parent for r in runs]))) / "compare"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     draw_losses(groups, out / "loss.png")
@@ -170,10 +173,10 @@ def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[st
     ]
     for label, runs in groups.items():
         for setting in settings:
-            errors = trained_errors(runs, metrics, setting)
-            if not errors:
+            per_run = trained_errors(runs, metrics, setting)
+            if not per_run:
                 continue
-            errors = np.stack(errors)
+            errors = np.stack(per_run)
             cells = [
                 f"{errors[:, k].mean():.3f}"
                 + (f" [{errors[:, k].min():.3f}, {errors[:, k].max():.3f}]" if len(errors) > 1 else "")
@@ -185,7 +188,7 @@ def format_table(groups: dict[str, list[Path]], metrics: dict, settings: list[st
 
 def errors_at(groups: dict[str, list[Path]], metrics: dict, settings: list[str], k: int) -> dict:
     """{group: {setting: {model: [mean error at k, per run]}}}, the runs' own models as TRAINED."""
-    out = {}
+    out: dict[str, dict] = {}
     for label, runs in groups.items():
         out[label] = {}
         for setting in settings:

@@ -9,8 +9,10 @@ inconsistent (sparsity above dims, more points than positions, ...).
 """
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Optional, Union, get_args, get_origin
 
@@ -108,7 +110,7 @@ def task_schema(name: str) -> type:
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}")
         own = [(f.name, f.type, f.default) for f in dataclasses.fields(TASKS[name]) if f.name != "n_dims"]
-        spec = [("name", Literal[name], name), *own]  # type: ignore[valid-type]
+        spec = [("name", Literal[name], name), *own]
         module_class(dataclasses.make_dataclass(schema_name, spec, bases=(TaskSchema,)))
     return globals()[schema_name]
 
@@ -127,7 +129,7 @@ ModelSchema = module_class(
 @dataclass
 class TrainSchema:
     task: Any = MISSING  # a task's schema (task_schema), from the task group's defaults list
-    model: ModelSchema = MISSING
+    model: ModelSchema = MISSING  # type: ignore[valid-type]  # a class made at run time
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     logger: LoggerSchema = field(default_factory=LoggerSchema)
 
@@ -177,17 +179,17 @@ class Choice(str, Enum):
     """A string that must be one of its Enum's values; prints as the plain string."""
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]  # str's, not Enum's
 
 
 def for_hydra(tp, name: str):
     """The type as OmegaConf checks it: Literal[...] -> a Choice Enum called `name`, dataclasses ->
     their structured() class, Optional[...] of either likewise."""
     if get_origin(tp) is Literal:
-        return module_class(Choice(name, {value: value for value in get_args(tp)}))
+        return module_class(Choice(name, {value: value for value in get_args(tp)}))  # type: ignore[call-overload]
     if get_origin(tp) is Union:  # Optional[...]
         return Optional[for_hydra(next(a for a in get_args(tp) if a is not type(None)), name)]
-    return structured(tp) if dataclasses.is_dataclass(tp) else tp
+    return structured(tp) if isinstance(tp, type) and dataclasses.is_dataclass(tp) else tp
 
 
 def structured(cls: type) -> type:
@@ -196,12 +198,17 @@ def structured(cls: type) -> type:
     if name not in globals():
         specs = []
         for f in dataclasses.fields(cls):
-            default = f.default
+            default: Any = f.default
             if f.default_factory is not dataclasses.MISSING:
-                default = field(default_factory=lambda make=f.default_factory: converted(make()))
+                default = field(default_factory=partial(made, f.default_factory))
             specs.append((f.name, for_hydra(f.type, f"{name}_{f.name}"), default))
         module_class(dataclasses.make_dataclass(name, specs))
     return globals()[name]
+
+
+def made(make: Callable[[], Any]) -> Any:
+    """A default_factory's value as its structured() class."""
+    return converted(make())
 
 
 def converted(value):

@@ -7,6 +7,7 @@ and 5-95% bootstrap band of the normalised error) and plots/<setting>.png, and p
 table.
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from minicl.baselines import DMMSE, NOISELESS_STD, Ridge, build_baseline
-from minicl.common import pointwise_metric, predict_in_batches, resolve_device, write_json
+from minicl.baselines import DMMSE, NOISELESS_STD, Baseline, Ridge, build_baseline
+from minicl.common import Summary, pointwise_metric, predict_in_batches, resolve_device, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
+from minicl.model import Predictor
 from minicl.plots import setting_figure
 from minicl.rundir import model_from_state, output_dir, read_run
 from minicl.settings import default_settings, parse, setting_prompts
-from minicl.tasks import Linear, NoisyLinear, PromptSampler, make_generators
+from minicl.tasks import Linear, NoisyLinear, PromptSampler, Task, make_generators
 
 # ---------------------------------------------------------------- metrics, table, plots
 
@@ -30,14 +32,14 @@ from minicl.tasks import Linear, NoisyLinear, PromptSampler, make_generators
 def summarise(errors: torch.Tensor, n_resamples: int, gen: torch.Generator) -> dict[str, list[float]]:
     """Per-k mean, std and 5-95% bootstrap band of the mean over prompts, for errors (B, N)."""
     B = errors.shape[0]
-    errors = errors.double()
+    errors = errors.cpu().double()
     idx = torch.randint(0, B, (n_resamples, B), generator=gen)
     counts = torch.zeros(n_resamples, B, dtype=errors.dtype).scatter_add_(
         1, idx, torch.ones_like(idx, dtype=errors.dtype)
     )
     means = counts @ errors / B  # (R, N): the mean of each resample
     lo, hi = torch.quantile(means, torch.tensor([0.05, 0.95], dtype=means.dtype), dim=0)
-    return {"mean": errors.mean(0).tolist(), "std": errors.std(0).tolist(), "lo": lo.tolist(), "hi": hi.tolist()}
+    return Summary(errors.mean(0).tolist(), errors.std(0).tolist(), lo.tolist(), hi.tolist()).to_json()
 
 
 def table_ks(n_dims: int, n_points: int) -> list[int]:
@@ -61,7 +63,7 @@ def format_table(metrics: dict) -> str:
 # ---------------------------------------------------------------- the suite
 
 
-def load_baselines(baselines: dict) -> dict[str, Any]:
+def load_baselines(baselines: dict) -> dict[str, Baseline]:
     """{display name: {name: registry name, **params}} -> {display name: callable}."""
     out = {}
     for label, spec in baselines.items():
@@ -81,7 +83,7 @@ def default_baselines(task_cfg: DictConfig | dict) -> dict:
 
 def evaluate(
     task_cfg: dict,
-    predictors: dict[str, Any],
+    predictors: Mapping[str, Predictor],
     out_dir: str | Path,
     n_prompts: int = 1280,
     n_points: int | None = None,
@@ -103,29 +105,29 @@ def evaluate(
         parse(setting)  # every name checked before any work
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-    metrics = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points, "n_prompts": n_prompts, "seed": seed}
-    metrics["settings"] = {}
+    metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
+    metrics |= {"n_prompts": n_prompts, "seed": seed, "settings": {}}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks}
     pool["pool_seed"] = seed if pool_seed is None else pool_seed
     for setting in settings:
         p = setting_prompts(setting, task, n_prompts, n_points, seed, device, **pool)
-        entry = setting_entry(task, p.targets)
+        metrics["settings"][setting] = entry = setting_entry(task, p.targets)
         for label, predictor in predictors.items():
             bar.set_postfix_str(f"{setting}: {label}")
             preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).cpu()
-            entry["models"][label] = summarise(errors, bootstrap, gen)
+            entry["models"][label] = summarise(
+                pointwise_metric(p.task, preds, p.targets, task.normaliser), bootstrap, gen
+            )
             bar.update(1)
-        metrics["settings"][setting] = entry
         setting_figure(setting, entry, out_dir / "plots" / f"{setting}.png")
     bar.close()
     write_json(out_dir / "metrics.json", metrics)
     return metrics
 
 
-def setting_entry(task, targets: torch.Tensor) -> dict:
+def setting_entry(task: Task, targets: torch.Tensor) -> dict:
     """A setting's metrics before any model: the metric, the normaliser and predicting 0's level
     (the same at every k: one number, repeated for the plot's dashed line; 0.5 for accuracy)."""
     n = targets.shape[1]
@@ -135,16 +137,16 @@ def setting_entry(task, targets: torch.Tensor) -> dict:
     return {"metric": "squared_error", "normaliser": task.normaliser, "trivial": [trivial] * n, "models": {}}
 
 
-def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Any]:
+def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Baseline]:
     """For a linear run trained on a finite pool of tasks: dmmse, Bayes-optimal for the pool, and
     ridge, Bayes-optimal for the Gaussian prior of fresh tasks, under the same label noise."""
     task = task_from_config(task_cfg)
     if not task_cfg.get("num_tasks") or not task.linear_pool:
         return {}
     assert isinstance(task, Linear)  # linear_pool: f(x) = x . w
-    pool = PromptSampler(
-        task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed
-    ).function_pool["w"]
+    sampler = PromptSampler(task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed)
+    assert sampler.function_pool is not None  # num_tasks draws a pool
+    pool = sampler.function_pool["w"]
     noise_std = task.noise_std if isinstance(task, NoisyLinear) else NOISELESS_STD
     return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
 
@@ -158,13 +160,12 @@ def evaluate_run(
     **kwargs,
 ) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/
-    (a shipped model, `pretrained:<name>`: into checkpoint.output_dir's), or into `out_dir`.
+    (a shipped model, `pretrained:<name>`: into rundir.output_dir's), or into `out_dir`.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
-    device = resolve_device(device)
-    model = model_from_state(state).to(device)
-    predictors = {model.config.arch: model}
+    model = model_from_state(state).to(resolve_device(device))
+    predictors: dict[str, Predictor] = {model.config.arch: model}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
         baselines = default_baselines(task_cfg)
     predictors |= load_baselines(baselines)
@@ -172,7 +173,12 @@ def evaluate_run(
     predictors |= pool_baselines(task_cfg, pool_seed)
     kwargs.setdefault("seed", pool_seed)
     metrics = evaluate(
-        task_cfg, predictors, out_dir or output_dir(run_dir), device=device, pool_seed=pool_seed, **kwargs
+        task_cfg,
+        predictors,
+        out_dir or output_dir(run_dir),
+        device=resolve_device(device),
+        pool_seed=pool_seed,
+        **kwargs,
     )
     print(format_table(metrics))
     return metrics

@@ -23,7 +23,7 @@ from minicl.plots import sweep_figures
 from minicl.probe import probe_run
 from minicl.rundir import model_from_state, output_dir, read_run
 from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
-from minicl.tasks import make_generators
+from minicl.tasks import Task, make_generators
 
 SWEEPS = {  # name: (the settings family it draws, default values, axis label, log axis)
     "x_scale": ("scale_x", [0.1, 0.18, 0.32, 0.56, 1.0, 1.8, 3.2, 5.6, 10.0], "scale of x", True),
@@ -42,10 +42,12 @@ def sweep_values(sweep: str, values, n_dims: int, max_points: int) -> list[float
         return [float(v) for v in range(1, n_dims + 1)]
     if sweep == "length":
         return [float(k) for k in np.unique(np.linspace(1, max_points - 1, 12).round().astype(int))]
-    return SWEEPS[sweep][1]
+    return list(SWEEPS[sweep][1] or [])
 
 
-def sweep_prompts(sweep: str, value: float, task, n_prompts: int, n_points: int, seed: int, device="cpu") -> Prompts:
+def sweep_prompts(
+    sweep: str, value: float, task: Task, n_prompts: int, n_points: int, seed: int, device="cpu"
+) -> Prompts:
     """The prompts of one value of a sweep: its settings family at that value (the length sweep:
     the standard setting; it reads the one long prompt at every k)."""
     name = SWEEPS[sweep][0]

@@ -8,7 +8,7 @@ Imports torch only, so research code can `import minicl.model` without Hydra or 
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, get_args, get_origin
+from typing import Literal, Protocol, get_args, get_origin
 
 import torch
 import torch.nn as nn
@@ -68,6 +68,13 @@ class ModelConfig:
         return self.n_positions if self.pos_emb == "learned" and not self.recurrent else None
 
 
+class Predictor(Protocol):
+    """Everything that predicts, every architecture and every baseline: output i is the prediction
+    at queries[:, i] (xs[:, i] when queries is None) from the pairs before i only, (B, N)."""
+
+    def __call__(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
 def check_prompt(
     xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None, config: "ModelConfig | None" = None
 ) -> torch.Tensor:
@@ -123,7 +130,7 @@ class CausalSelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         if keep is not None:
-            q, mask = q[:, :, keep], mask[keep]
+            q, mask = q[:, :, keep], None if mask is None else mask[keep]
         y = attend(self.attend, q, k, v, mask).transpose(1, 2).reshape(B, -1, C)
         return self.resid_dropout(self.c_proj(y))
 

@@ -23,10 +23,11 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import hydra
 import torch
@@ -34,7 +35,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from minicl.common import pointwise_metric, predict_in_batches, resolve_device, write_json
+from minicl.common import Summary, pointwise_metric, predict_in_batches, resolve_device, write_json
 from minicl.config import (
     CONF,
     check_config,
@@ -61,22 +62,26 @@ from minicl.settings import setting_prompts
 Errors = Callable[[str, int], float]  # (model, k) -> mean normalised error
 
 
-# each condition: (k, what it asks, whether it holds, the transformer's error it must not pass, or None)
-Condition = tuple[int, str, bool, float | None]
+class Condition(NamedTuple):
+    """One criterion of a claim, as claims.json keeps it ({"k", "condition", "holds", "bound"})."""
+
+    k: int
+    text: str  # what it asks
+    holds: bool
+    bound: float | None  # the transformer's error it must not pass; None: a condition on a comparator
+
+    def to_json(self) -> dict:
+        return {"k": self.k, "condition": self.text, "holds": bool(self.holds), "bound": self.bound}
 
 
 @dataclass(frozen=True)
 class Claim:
     statement: str
-    shown: tuple[
-        str, ...
-    ]  # the comparators evaluated, drawn and tabulated beside the transformer: all its conditions read
-    conditions: Callable[
-        [Errors, dict, int, int], list[Condition]
-    ]  # (err, setting, d, n) -> [(k, condition, holds, bound)]
-    ratio_to: str | None = (
-        None  # reported, not judged: the transformer's error over this comparator's at the largest k read
-    )
+    # the comparators evaluated, drawn and tabulated beside the transformer: all its conditions read
+    shown: tuple[str, ...]
+    conditions: Callable[[Errors, dict, int, int], list[Condition]]  # (err, setting, d, n) -> its conditions
+    # reported, not judged: the transformer's error over this comparator's at the largest k read
+    ratio_to: str | None = None
 
 
 def best_lasso(err: Errors, s: dict, k: int) -> float:
@@ -85,14 +90,14 @@ def best_lasso(err: Errors, s: dict, k: int) -> float:
 
 def below(err: Errors, k: int, text: str, bound: float, strictly: bool = False) -> Condition:
     e = err("transformer", k)
-    return k, text, e < bound if strictly else e <= bound, bound
+    return Condition(k, text, e < bound if strictly else e <= bound, bound)
 
 
 def linear_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     half, twice = max(1, d // 2), min(2 * d, n - 1)
     ls_half = err("least_squares", half)
     return [
-        (
+        Condition(
             half,
             "within 0.05 of least squares (k = d/2)",
             abs(err("transformer", half) - ls_half) <= 0.05,
@@ -121,7 +126,9 @@ def relu_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
 def tree_conditions(err: Errors, s: dict, d: int, n: int) -> list[Condition]:
     last = n - 1
     return [
-        (last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last], None),
+        Condition(
+            last, "XGBoost itself better than predicting 0 (largest k)", err("xgboost", last) < s["trivial"][last], None
+        ),
         *(
             below(err, last, f"below {m} (largest k)", err(m, last), strictly=True)
             for m in ("xgboost", "decision_tree_4", "decision_tree")
@@ -159,10 +166,10 @@ def verdict(name: str, metrics: dict) -> dict:
     transformer's and the shown comparators' errors and bands at the k the conditions name."""
     claim, s = CLAIMS[name], metrics["settings"]["standard"]
     d, n = metrics["n_dims"], metrics["n_points"]
-    conditions = claim.conditions(lambda model, k: s["models"][model]["mean"][k], s, d, n)
-    ks = sorted({k for k, *_ in conditions})
-    # keyed by str(k), as they read back from claims.json
-    errors = {m: {str(k): [s["models"][m][key][k] for key in ("mean", "lo", "hi")] for k in ks} for m in shown(name, s)}
+    models = {m: Summary.read(entry) for m, entry in s["models"].items()}
+    conditions = claim.conditions(lambda model, k: models[model].mean[k], s, d, n)
+    ks = sorted({c.k for c in conditions})
+    errors = {m: {str(k): list(models[m].at(k)) for k in ks} for m in shown(name, s)}  # str(k): as in claims.json
     return {
         "claim": name,
         "statement": claim.statement,
@@ -171,16 +178,14 @@ def verdict(name: str, metrics: dict) -> dict:
         "ks": ks,
         "errors": errors,
         "trivial": {str(k): s["trivial"][k] for k in ks},
-        "conditions": [
-            {"k": k, "condition": text, "holds": bool(ok), "bound": bound} for k, text, ok, bound in conditions
-        ],
-        "holds": all(ok for _, _, ok, _ in conditions),
+        "conditions": [c.to_json() for c in conditions],
+        "holds": all(c.holds for c in conditions),
         **(
             {
                 "ratio": {
                     "to": claim.ratio_to,
                     "k": ks[-1],
-                    "value": s["models"]["transformer"]["mean"][ks[-1]] / s["models"][claim.ratio_to]["mean"][ks[-1]],
+                    "value": models["transformer"].mean[ks[-1]] / models[claim.ratio_to].mean[ks[-1]],
                 }
             }
             if claim.ratio_to in s["models"]
@@ -306,28 +311,21 @@ def evaluated(run_dir: Path, n_prompts: int, device: str, baselines: dict | None
     return evaluate_run(run_dir, baselines, device=device, settings=["standard"], n_prompts=n_prompts)
 
 
-def training_curve(run_dir: Path, ks: list[int], metrics: dict, device: str) -> dict:
+def training_curve(run_dir: Path, ks: Sequence[int], metrics: dict, device: str) -> dict:
     """How far training got, and when: the transformer's mean error at `ks` for each snapshot
     model_<step>.pt of the run, on the same prompts as its final evaluation (`metrics`)."""
     snapshots = sorted(run_dir.glob("model_*.pt"), key=lambda path: int(path.stem.removeprefix("model_")))
-    curve = {"steps": [], "errors": {str(k): [] for k in ks}}
+    curve: dict[str, Any] = {"steps": [], "errors": {str(k): [] for k in ks}}
     if not snapshots:
         return curve
     task_cfg = read_checkpoint(snapshots[0])["config"]["task"]
-    task, device = task_from_config(task_cfg), resolve_device(device)
-    p = setting_prompts(
-        "standard",
-        task,
-        metrics["n_prompts"],
-        metrics["n_points"],
-        metrics["seed"],
-        device,
-        task_cfg.get("noise_std", 1.0),
-    )
+    task, where = task_from_config(task_cfg), resolve_device(device)
+    n_prompts, n_points, seed = metrics["n_prompts"], metrics["n_points"], metrics["seed"]
+    p = setting_prompts("standard", task, n_prompts, n_points, seed, where, task_cfg.get("noise_std", 1.0))
     for path in snapshots:
         state = read_checkpoint(path)
         with torch.no_grad():
-            preds = predict_in_batches(model_from_state(state).to(device), p.xs, p.ys, p.queries)
+            preds = predict_in_batches(model_from_state(state).to(where), p.xs, p.ys, p.queries)
         errors = pointwise_metric(p.task, preds, p.targets, task.normaliser).mean(0)
         curve["steps"].append(state["step"])
         for k in ks:
@@ -343,7 +341,7 @@ def seed_list(seeds) -> list[int]:
     return chosen
 
 
-def checked_request(scale: str, overrides: list[str], source: str, seeds, jobs: int) -> list[int]:
+def checked_request(scale: str, overrides: Sequence[str], source: str, seeds, jobs: int) -> list[int]:
     """The seeds, once the command's options are checked together (each claim's config is checked
     by claim_config)."""
     seeds = seed_list(seeds)
@@ -367,7 +365,7 @@ def reproduce(
     out: str | Path = "runs/claims",
     n_prompts: int = 1280,
     device: str = "auto",
-    overrides: list[str] = (),
+    overrides: Sequence[str] = (),
     source: str = "train",
     seeds=(0,),
     jobs: int = 1,
@@ -377,17 +375,14 @@ def reproduce(
     source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
     seeds = checked_request(scale, overrides, source, seeds, jobs)
     out = Path(out) / (scale if source == "train" else "pretrained")
-    runs = {
-        (name, seed): [*claim_overrides(name, scale, list(overrides)), f"trainer.seed={seed}"]
-        for name in claims
-        for seed in seeds
-    }
+    runs = {(n, s): [*claim_overrides(n, scale, list(overrides)), f"trainer.seed={s}"] for n in claims for s in seeds}
     configs = {key: claim_config(key[0], scale, chosen) for key, chosen in runs.items()}  # every config checked first
     if source == "train":
         pending = [key for key, cfg in configs.items() if needs_training(cfg, out / key[0] / f"seed{key[1]}")]
         pending.sort(key=lambda key: -cost(configs[key]))  # the longest first: side by side, they end together
         train_all([(runs[key], out / key[0] / f"seed{key[1]}") for key in pending], jobs)
-    results, panels = [], {}
+    results: list[dict] = []
+    panels: dict[str, list[dict]] = {}
     for name in claims:
         print(f"claim {name}: {CLAIMS[name].statement} ({out / name})")
         per_seed, panels[name] = [], []
@@ -428,20 +423,13 @@ def seed_verdict(name: str, run_dir: Path, n_prompts: int, device: str) -> tuple
     """A trained claim run evaluated (its own seed's prompts) and judged, with its training time and curve."""
     metrics = evaluated(run_dir, n_prompts, device, claim_baselines(name, run_dir))
     result = verdict(name, metrics)
-    trained_on = (read_provenance(run_dir) or {}).get("machine")
+    provenance = read_provenance(run_dir)
     return metrics, result | {
         "run": str(run_dir),
         "train_seconds": training_seconds(run_dir),
-        "machine": machine_name(trained_on),
+        "machine": provenance.where() if provenance else "",  # '' when not recorded
         "curve": training_curve(run_dir, result["ks"], metrics, device),
     }
-
-
-def machine_name(m: dict | None) -> str:
-    """A run's machine (rundir.machine) in words: where its numbers came from; '' when not recorded."""
-    if not m:
-        return ""
-    return f"{m['cuda'] or m['cpu']}, {m['kernels']} kernels{', AVX512-BF16' * m['avx512_bf16']}, torch {m['torch']}"
 
 
 def shipped_verdict(name: str, out: Path, n_prompts: int, device: str) -> tuple[dict, dict]:

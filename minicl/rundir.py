@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -61,8 +61,9 @@ def shipped_path(run: str | os.PathLike) -> Path | None:
 def shipped_info(name: str) -> dict:
     """What a shipped model records: its config, the command, commit and machine that trained it,
     its errors on the standard setting with their bands (minicl.pretrained)."""
-    path = shipped_path(PRETRAINED + name).with_suffix(".json")
-    return json.loads(path.read_text())
+    path = shipped_path(PRETRAINED + name)
+    assert path is not None  # a pretrained:<name>
+    return json.loads(path.with_suffix(".json").read_text())
 
 
 def output_dir(run: str | os.PathLike) -> Path:
@@ -121,8 +122,8 @@ def latest_checkpoint(run_dir: Path) -> dict | None:
             raise CheckpointError("no intact checkpoint: " + "; ".join(errors))
         return None
     state, name = max(found, key=lambda f: f[0]["step"])
-    for e in errors:
-        warnings.warn(f"{e}; using {name} (step {state['step']}) instead", stacklevel=2)
+    for error in errors:
+        warnings.warn(f"{error}; using {name} (step {state['step']}) instead", stacklevel=2)
     return state
 
 
@@ -393,20 +394,30 @@ def machine() -> dict:
     }
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """What started a run (run_dir/provenance.json): the command, minicl's commit, the machine
+    (machine()) and when."""
+
+    command: str | None
+    commit: str | None
+    machine: dict
+    started: str
+
+    def where(self) -> str:
+        """The machine in words: where the run's numbers came from."""
+        m = self.machine
+        bf16 = ", AVX512-BF16" * m["avx512_bf16"]
+        return f"{m['cuda'] or m['cpu']}, {m['kernels']} kernels{bf16}, torch {m['torch']}"
+
+
 def write_provenance(run_dir: Path) -> None:
     """run_dir/provenance.json, once, when a run starts."""
     command = "python -m minicl.train " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("train.py") else None
-    write_json(
-        Path(run_dir) / PROVENANCE,
-        {
-            "command": command,
-            "commit": git_commit(),
-            "machine": machine(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
-    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_json(Path(run_dir) / PROVENANCE, asdict(Provenance(command, git_commit(), machine(), started)))
 
 
-def read_provenance(run_dir: Path) -> dict | None:
+def read_provenance(run_dir: Path) -> Provenance | None:
     path = Path(run_dir) / PROVENANCE
-    return json.loads(path.read_text()) if path.exists() else None
+    return Provenance(**json.loads(path.read_text())) if path.exists() else None

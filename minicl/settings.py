@@ -64,7 +64,7 @@ class Draw:
 SETTINGS: dict[str, Callable[[Draw], Prompts]] = {}
 FAMILIES: dict[str, Callable[[Draw, float], Prompts]] = {}
 setting = registrar(SETTINGS)
-LEAST = {}  # family: the least value it takes, and whether that value itself is allowed
+LEAST: dict[str, tuple[float, bool]] = {}  # family: the least value it takes, and whether that value itself is allowed
 
 
 def family(name: str, least: float, inclusive: bool = False):
@@ -223,6 +223,7 @@ def noisy_linear(d: Draw) -> Prompts:
         noisy = sorted(name for name, cls in TASKS.items() if "noisy_linear" in cls.settings)
         raise ValueError(f"the noisy_linear setting needs one of the tasks {noisy}, not {d.task.name!r}")
     params, xs = d.functions(), d.inputs()
+    assert isinstance(d.task, Linear)  # the tasks with a noisy_linear setting
     ys = Linear.apply(d.task, params, xs)  # noisy_linear's own apply would add its noise a second time
     ys = ys + d.noise_std * torch.randn(ys.shape, generator=d.gens["noise"], device=ys.device)
     ys = ys * math.sqrt(d.task.normaliser) / ys.std()
@@ -238,6 +239,8 @@ def scale_x(d: Draw, factor: float) -> Prompts:
 @family("scale_y", 0)
 def scale_y(d: Draw, factor: float) -> Prompts:
     """w (and so y) scaled by `factor`."""
+    if not isinstance(d.task, Linear):
+        raise ValueError(f"the scale_y setting scales w, which task {d.task.name!r} has not")
     task = replace(d.task, w_scale=d.task.w_scale * factor)
     return d.labelled(d.functions(task), d.inputs(), task=task)
 

@@ -46,9 +46,9 @@ def ship(
         "n_points": metrics["n_points"],
         "steps": state["step"],
         "config": state["config"],
-        "command": provenance["command"] if provenance else SOURCES.get(name, (None, None))[1],
-        "commit": provenance["commit"] if provenance else f"{git_commit()} (when shipped: the run recorded none)",
-        "machine": provenance["machine"] if provenance else machine(),
+        "command": provenance.command if provenance else SOURCES.get(name, (None, None))[1],
+        "commit": provenance.commit if provenance else f"{git_commit()} (when shipped: the run recorded none)",
+        "machine": provenance.machine if provenance else machine(),
         "train_seconds": training_seconds(run_dir),
         "evaluation": {
             "setting": "standard",

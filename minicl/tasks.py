@@ -7,7 +7,7 @@ moving the others.
 
 import math
 from dataclasses import dataclass, fields
-from typing import ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ def sample_xs(
 # ---------------------------------------------------------------- function classes
 
 
-def registrar(table: dict[str, type]):
+def registrar(table: dict[str, Any]):
     """A decorator factory: @register("name") stores the class in `table` and sets cls.name."""
 
     def register(name: str):
@@ -114,7 +114,7 @@ class Linear(Task):
     """f(x) = x . w, w ~ N(0, w_scale^2 I)."""
 
     w_scale: float = 1.0
-    settings = ("shifts", "scales", "noisy_linear")
+    settings: ClassVar[tuple[str, ...]] = ("shifts", "scales", "noisy_linear")
     linear_pool = True
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
@@ -334,6 +334,7 @@ class PromptSampler:
         if self.function_pool is None:
             params = self.task.sample(fgen, batch, n_active)
         else:
+            assert self.pool_size is not None  # a pool was drawn
             index = torch.randint(0, self.pool_size, (batch,), generator=fgen, device=fgen.device)
             params = {k: v[index] for k, v in self.function_pool.items()}
             if self.resample_support:

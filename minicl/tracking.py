@@ -71,7 +71,7 @@ class WandB(Tracker):
             entity=logger.entity,
             mode=logger.mode,
             dir=str(run_dir),
-            id=self.state["wandb_id"],
+            id=str(self.state["wandb_id"]),
             resume="allow",
             config=config,
             name=run_dir.name,

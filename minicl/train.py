@@ -45,13 +45,13 @@ from minicl.config import (
 )
 from minicl.evaluate import evaluate_run
 from minicl.model import ModelConfig, PromptModel, build_model
-from minicl.tasks import PromptSampler, curriculum_at, make_generators
+from minicl.tasks import PromptSampler, Task, curriculum_at, make_generators
 from minicl.tracking import Tracker, make_tracker
 
 register_schemas()
 
 
-def point_loss(task, preds: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+def point_loss(task: Task, preds: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
     """(B, N) training loss: squared error, or the logistic loss for classification."""
     if task.classification:
         return F.binary_cross_entropy_with_logits(preds, (ys + 1) / 2, reduction="none")
@@ -70,7 +70,7 @@ def learning_rate(tr, step: int) -> float:
     return tr.lr
 
 
-def final_report(model: PromptModel, task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
+def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
     """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
     prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
     n_points = cfg.task.curriculum.points.end
@@ -143,8 +143,9 @@ class TrainStep:
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Adam:
     """Adam, fused on CUDA and foreach elsewhere (one kernel or op per group, not per tensor)."""
-    fast = {"fused": True} if next(model.parameters()).is_cuda else {"foreach": True}
-    return torch.optim.Adam(model.parameters(), lr=lr, **fast)
+    if next(model.parameters()).is_cuda:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
 
 def init_distributed(device_name: str) -> tuple[int, int, torch.device]:
@@ -170,13 +171,13 @@ class Run:
     rank: int
     world: int
     device: torch.device
-    task: object
+    task: Task
     model_config: ModelConfig
     model: PromptModel
     opt: torch.optim.Optimizer
     sampler: PromptSampler
     step: int = 0
-    train_step: TrainStep | None = None  # made once the run has resumed
+    train_step: TrainStep = field(init=False)  # made once the run has resumed
     tracker: Tracker | None = None  # logger=tensorboard|wandb, on the writing rank
 
     @property
@@ -405,7 +406,7 @@ def share_cores(n_jobs: int | None) -> None:
     job's torch its share of the cores, so that the jobs do not oversubscribe them."""
     if n_jobs is None:
         return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     n_jobs = cores if n_jobs < 1 else n_jobs  # joblib's -1: a job per core
     torch.set_num_threads(max(1, cores // n_jobs))
 

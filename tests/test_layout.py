@@ -2,6 +2,8 @@
 unless deferring one keeps `import minicl` light (then the line says so)."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "minicl"
@@ -118,3 +120,17 @@ def test_functions_are_short():
                 if lines > (65 if node.name in KERNELS else 45):
                     long.append(f"{path.name}:{node.lineno} {node.name} has {lines} lines")
     assert long == []
+
+
+def test_the_library_modules_load_no_matplotlib():
+    """Figures are minicl.plots', and it loads matplotlib with the first figure, not on import."""
+    modules = "minicl.model, minicl.tasks, minicl.baselines, minicl.evaluate, minicl.plots"
+    code = f"import sys, {modules}; print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_only_plots_draws():
+    """No module but minicl.plots names matplotlib."""
+    drawing = sorted(path.name for path in PACKAGE.glob("*.py") if "matplotlib" in path.read_text())
+    assert drawing == ["plots.py"]

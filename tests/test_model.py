@@ -9,6 +9,15 @@ import torch.nn.functional as F
 from minicl.kernels import TanhGELU
 from minicl.model import ModelConfig, Transformer, build_model
 
+ARCH_CASES = [  # every architecture, the transformer with each position embedding
+    ("learned", "transformer"),
+    ("rope", "transformer"),
+    ("none", "transformer"),
+    ("learned", "linear_attention"),
+    ("none", "lstm"),
+    ("none", "mamba"),
+]
+
 
 def make(pos_emb="learned", **kw):
     torch.manual_seed(0)
@@ -16,17 +25,7 @@ def make(pos_emb="learned", **kw):
     return build_model(ModelConfig(**cfg)).eval()
 
 
-@pytest.mark.parametrize(
-    "pos_emb, arch",
-    [
-        ("learned", "transformer"),
-        ("rope", "transformer"),
-        ("none", "transformer"),
-        ("learned", "linear_attention"),
-        ("none", "lstm"),
-        ("none", "mamba"),
-    ],
-)
+@pytest.mark.parametrize("pos_emb, arch", ARCH_CASES)
 def test_causal_later_pairs_never_change_earlier_predictions(pos_emb, arch):
     model = make(pos_emb, arch=arch)
     xs, ys = torch.randn(3, 10, 4), torch.randn(3, 10)
@@ -136,17 +135,7 @@ def test_import_pulls_in_torch_only():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize(
-    "pos_emb, arch",
-    [
-        ("learned", "transformer"),
-        ("rope", "transformer"),
-        ("none", "transformer"),
-        ("learned", "linear_attention"),
-        ("none", "lstm"),
-        ("none", "mamba"),
-    ],
-)
+@pytest.mark.parametrize("pos_emb, arch", ARCH_CASES)
 def test_queries_in_one_pass_equal_one_pass_per_swapped_query(pos_emb, arch):
     model = make(pos_emb, arch=arch)
     xs, ys, qs = torch.randn(2, 7, 4), torch.randn(2, 7), torch.randn(2, 7, 4)
