@@ -11,7 +11,9 @@ D, N = 4, 17
 
 def made_up(errors: dict[str, float], trivial: float = 1.0) -> dict:
     """Metrics as evaluate writes them, each model at one error for every k."""
-    models = {m: {"mean": [e] * N, "std": [0.0] * N, "lo": [e * 0.9] * N, "hi": [e * 1.1] * N} for m, e in errors.items()}
+    models = {
+        m: {"mean": [e] * N, "std": [0.0] * N, "lo": [e * 0.9] * N, "hi": [e * 1.1] * N} for m, e in errors.items()
+    }
     return {"n_dims": D, "n_points": N, "settings": {"standard": {"trivial": [trivial] * N, "models": models}}}
 
 
