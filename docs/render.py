@@ -11,8 +11,9 @@ A block in a markdown file is
 
 with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
-sweep's JSON as its errors at every swept value, a shipped model's record as its errors at
-k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON
+sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's closest
+algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
+shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON
 is a table of measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as
 it stands, with its source (the machine and the command that measured it) below.
 """
@@ -146,10 +147,72 @@ def benchmark_table(run: dict) -> str:
     )
 
 
+def closest(entry: dict, prefix: str, k: int) -> str:
+    """The algorithm whose name starts with `prefix` nearest to a layer at k, with its distance."""
+    name = min((n for n in entry["distance"] if n.startswith(prefix)), key=lambda n: entry["distance"][n][k])
+    return f"{name} ({entry['distance'][name][k]:.3f})"
+
+
+def algorithms_table(report: dict) -> str:
+    """explore sweep=algorithms' JSON: per setting and layer, the readout's error at k, the
+    closest algorithm, and the closest GD step count, Newton iteration and ridge lam."""
+    k, rows = report["k"], []
+    for setting, s in report["settings"].items():
+        for entry in [*s["layers"], {**s["output"], "layer": "output"}]:
+            rows.append(
+                [
+                    setting if entry["layer"] == 0 else "",
+                    entry["layer"],
+                    f"{entry['error'][k]:.3f}",
+                    closest(entry, entry["closest"], k),
+                    *(closest(entry, prefix, k) for prefix in ("gd_", "newton_", "ridge_")),
+                ]
+            )
+    columns = ["setting", "layer", "error", "closest (distance)", "closest GD", "closest Newton", "closest ridge"]
+    return markdown(columns, rows) + (
+        f"\nAt k = {k} of {report['n_prompts']} prompts, errors and distances over the error of predicting 0; "
+        f"{report['arch']}, {report['n_layer']} layers, d = {report['n_dims']}: "
+        f"`python -m minicl.explore run={report['run']} sweep=algorithms`.\n"
+    )
+
+
+def against_gd_table(reports: list[dict]) -> str:
+    """Several sweep=algorithms JSONs (a glob): each run's output error at k on the standard setting
+    beside that of as many GD steps as it has layers, at the line-searched step size, and the cosine
+    similarity of their predictions."""
+    rows = []
+    for r in reports:
+        k, s, steps = r["k"], r["settings"]["standard"], str(r["n_layer"])
+        model, gd = s["output"]["error"][k], s["algorithm_error"][f"gd_{steps}"][k]
+        rows.append(
+            [
+                f"`{r['run']}`",
+                steps,
+                f"{model:.4f}",
+                f"{gd:.4f} (lr {s['gd_lrs'][steps]:.3g})",
+                f"{model / gd:.3f}",
+                f"{s['output']['cosine'][f'gd_{steps}']:.4f}",
+                f"{r['train_seconds']:.0f}",
+            ]
+        )
+    columns = ["run", "layers", "model error", "GD error (same steps)", "model / GD", "cosine", "train s"]
+    return markdown(columns, rows) + (
+        f"\nAt k = {reports[0]['k']}, {reports[0]['n_prompts']} prompts of the standard setting: "
+        "`python -m minicl.explore run=RUN sweep=algorithms` for each run.\n"
+    )
+
+
 def render(path: str, view: str | None) -> str:
+    if "*" in path:  # several explore sweep=algorithms JSONs, side by side
+        found = sorted(DOCS.glob(path))
+        if not found:
+            raise FileNotFoundError(f"no file matches docs/{path}")
+        return against_gd_table([json.loads(p.read_text()) for p in found])
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")
+    if data.get("sweep") == "algorithms":  # explore's algorithms.json
+        return algorithms_table(data)
     if "sweep" in data:  # explore's <sweep>.json
         return sweep_table(data)
     if "benchmarks" in data:  # pytest-benchmark's JSON

@@ -9,6 +9,7 @@ prefixes in torch; sklearn trees and XGBoost fit in parallel over prompts, one t
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -263,6 +264,87 @@ class BayesSparse(Baseline):
         log_evidence = log_evidence.masked_fill(~live[:, None, :], -math.inf)
         preds = (queries.double()[:, :, support] * w).sum(-1)  # (B, N, S)
         return (torch.softmax(log_evidence, dim=-1) * preds).sum(-1)
+
+
+def prefix_problems(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G_i / i, c_i / i) of every prefix i (i = 0 counts as 1): the Hessian and the minus gradient
+    at w = 0 of the prefix's loss (1/2i) sum_{j < i} (w . x_j - y_j)^2, in float64."""
+    count = torch.arange(xs.shape[1], device=xs.device, dtype=torch.float64).clamp(min=1)
+    return prefix_gram(xs) / count[:, None, None], prefix_cross(xs, ys) / count[:, None]
+
+
+def gd_weights(xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[float], steps: Sequence[int]) -> torch.Tensor:
+    """w_t after t steps of full-batch gradient descent from w = 0 with step size lr (one per t,
+    or one for all) on every prefix's loss (1/2i) sum_{j < i} (w . x_j - y_j)^2, for each t in
+    `steps`: (len(steps), B, N, D) in float64. In the eigenbasis of the prefix's Hessian
+    H = G_i / i = V diag(lam) V^T each coordinate follows its own geometric series, so any t costs
+    the same: w_t = V diag((1 - (1 - lr lam)^t) / lam) V^T c_i / i, and t lr where lam is 0."""
+    hessian, gradient = prefix_problems(xs, ys)
+    lam, vecs = torch.linalg.eigh(hessian)
+    along = (vecs.mT @ gradient.unsqueeze(-1)).squeeze(-1)  # the gradient in the eigenbasis
+    lrs = [lr] * len(steps) if isinstance(lr, (int, float)) else list(lr)
+    return torch.stack([(vecs @ (gd_factor(lam, r, t) * along).unsqueeze(-1)).squeeze(-1) for r, t in zip(lrs, steps)])
+
+
+def gd_factor(lam: torch.Tensor, lr: float | torch.Tensor, t: int) -> torch.Tensor:
+    """(1 - (1 - lr lam)^t) / lam, what t GD steps multiply the gradient's part along an
+    eigenvector of eigenvalue lam by; t lr in the directions no pair spans (lam about 0)."""
+    flat = lam <= 1e-12 * lam[..., -1:].clamp(min=1e-300)
+    safe = torch.where(flat, 1.0, lam)
+    return torch.where(flat, t * lr, (1 - (1 - lr * safe) ** t) / safe)
+
+
+def newton_weights(xs: torch.Tensor, ys: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
+    """w_k = M_k X_i^T y_i after k Newton-Schulz iterations M_{k+1} = 2 M_k - M_k S M_k for the
+    pseudo-inverse of every prefix's Gram matrix S = X_i^T X_i, from M_0 = S / ||S||_2^2 (so that
+    I - M_0 S has its eigenvalues in [0, 1) on S's range: the iteration converges quadratically to
+    pinv(S), and w_k to least squares' minimum-norm solution), for each k in `steps`:
+    (len(steps), B, N, D) in float64."""
+    gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
+    top = torch.linalg.eigvalsh(gram)[..., -1]  # ||S||_2
+    m = gram / torch.where(top > 0, top, 1.0)[..., None, None] ** 2
+    out, wanted = [], set(steps)
+    for k in range(max(steps, default=0) + 1):
+        if k in wanted:
+            out.append((m @ cross.unsqueeze(-1)).squeeze(-1))
+        m = 2 * m - m @ gram @ m
+    return torch.stack([out[sorted(wanted).index(k)] for k in steps])
+
+
+@register("gd")
+@dataclass
+class GD(Baseline):
+    """`steps` steps of full-batch gradient descent from w = 0, step size `lr`, on each prefix's
+    squared loss (1/2i) sum_{j < i} (w . x_j - y_j)^2 (gd_weights). One step is what a linear
+    self-attention layer can compute exactly (minicl.algorithms.one_step_gd); many steps at a
+    stable lr (below 2 / the Hessian's largest eigenvalue) tend to least squares."""
+
+    steps: int = 1
+    lr: float = 0.1
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0 or self.lr <= 0:
+            raise ValueError(f"gd needs steps >= 0 and lr > 0, got steps={self.steps!r} lr={self.lr!r}")
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return linear_predictions(gd_weights(xs, ys, self.lr, [self.steps])[0], queries)
+
+
+@register("newton")
+@dataclass
+class Newton(Baseline):
+    """`steps` Newton-Schulz iterations for the pseudo-inverse of each prefix's Gram matrix,
+    predicting x . M_k X^T y (newton_weights): Fu et al. 2024's higher-order comparator; it
+    converges to least squares."""
+
+    steps: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"newton needs steps >= 0, got {self.steps!r}")
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return linear_predictions(newton_weights(xs, ys, [self.steps])[0], queries)
 
 
 @register("averaging")

@@ -62,6 +62,9 @@ class TrainerSchema:
     amp: Optional[bool] = False  # bf16 autocast. false: fp32 (TF32 matmuls on CUDA), the paper's precision;
     # true: bf16 (faster, measured less accurate: README); null: bf16 where fast (CUDA, CPUs with native bf16)
     curriculum: bool = True
+    # all: the loss of every prediction in the prompt (the paper's); last: only of the prediction after
+    # the whole prompt (von Oswald et al.'s, experiment=lsa_gd)
+    loss_on: Literal["all", "last"] = "all"
     checkpoint_every: int = 1000
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
     log_every: int = 100
@@ -150,8 +153,8 @@ class EvaluateSchema:
 @dataclass
 class ExploreSchema:
     run: str = MISSING  # a run directory
-    sweep: str = "x_scale"  # x_scale | w_scale | noise | skew | length | dims | probe
-    k: Optional[int] = None  # in-context examples the sweep plot reads; null: 2 * n_dims
+    sweep: str = "x_scale"  # x_scale | w_scale | noise | skew | length | dims | probe | algorithms
+    k: Optional[int] = None  # in-context examples the sweep plot reads; null: 2 * n_dims (sweep=algorithms: n_dims)
     grid: Optional[list[float]] = None  # the swept values; null: the sweep's defaults
     max_points: Optional[int] = None  # length sweep: the longest prompt; null: the positions allow
     n_prompts: int = 1280

@@ -6,7 +6,8 @@ its task's baselines at each value with the evaluation suite's machinery (batche
 Errors are normalised by the clean signal's mean square at that value, so 1 is the error of
 predicting 0 everywhere. Writes RUN_DIR/explore/<sweep>.json, <sweep>.png (error at k against
 the swept value) and <sweep>_curves.png (error against k, one panel per value).
-`sweep=probe` instead compares the model's implicit weights with least squares and ridge.
+`sweep=probe` instead compares the model's implicit weights with least squares and ridge, and
+`sweep=algorithms` each layer with GD, Newton and ridge (minicl.algorithms).
 """
 
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from minicl.algorithms import probe_algorithms, summary
 from minicl.common import predict_in_batches, resolve_device, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, load_baselines, summarise
@@ -97,7 +99,7 @@ def run_sweep(
 ) -> dict:
     """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
     if sweep not in SWEEPS:
-        raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)} and 'probe'")
+        raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)}, 'probe' and 'algorithms'")
     state = read_run(run_dir)
     task_cfg = state["config"]["task"]
     task = task_from_config(task_cfg)
@@ -116,7 +118,7 @@ def run_sweep(
         for value in values
     ]
     k = min(2 * task.n_dims if k is None else k, n_points - 1)
-    pos_emb = None if model.config.recurrent else model.config.pos_emb
+    pos_emb = model.config.pos_emb if model.positions else None
     out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}
     out |= {"train_points": train_points, "arch": model.config.arch, "pos_emb": pos_emb, "n_prompts": n_prompts}
     out["results"] = results
@@ -137,6 +139,9 @@ OmegaConf.register_new_resolver("output_dir", lambda run: str(output_dir(run)), 
 @hydra.main(version_base=None, config_path=str(CONF), config_name="explore")
 def main(cfg: DictConfig) -> None:
     device = resolve_device(cfg.device)
+    if cfg.sweep == "algorithms":
+        print(summary(probe_algorithms(cfg.run, cfg.k, cfg.n_prompts, cfg.seed)))
+        return
     if cfg.sweep == "probe":
         report = probe_run(cfg.run, n_prompts=cfg.n_prompts, seed=cfg.seed, device=device)
         k = report["k"]

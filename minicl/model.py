@@ -8,7 +8,7 @@ Imports torch only, so research code can `import minicl.model` without Hydra or 
 
 import math
 from dataclasses import dataclass, fields
-from typing import Literal, Protocol, get_args, get_origin
+from typing import ClassVar, Literal, Protocol, get_args, get_origin
 
 import torch
 import torch.nn as nn
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from minicl.kernels import attend, gelu
 
-Arch = Literal["transformer", "linear_attention", "lstm", "mamba"]  # the keys of MODELS
+Arch = Literal["transformer", "linear_attention", "lstm", "mamba", "lsa"]  # the keys of MODELS
 PosEmb = Literal["learned", "rope", "none"]
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin tables
 
@@ -65,7 +65,7 @@ class ModelConfig:
     @property
     def max_points(self) -> int | None:
         """The longest prompt the model reads: n_positions for learned positions, else no limit (None)."""
-        return self.n_positions if self.pos_emb == "learned" and not self.recurrent else None
+        return self.n_positions if self.pos_emb == "learned" and MODELS[self.arch].positions else None
 
 
 class Predictor(Protocol):
@@ -198,6 +198,7 @@ class PromptModel(nn.Module):
     read_in: nn.Linear
     ln_f: nn.LayerNorm
     read_out: nn.Linear
+    positions: ClassVar[bool] = True  # reads positions (learned ones bound the prompt's length)
 
     def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """x1, y1, x2, y2, ... through read_in: (B, 2N, width)."""
@@ -298,17 +299,32 @@ class Transformer(PromptModel):
     ) -> torch.Tensor:
         """Tokens h (B, T, C) at `positions` through the blocks (causal, or `mask` (T, T): who sees whom);
         the predictions at the tokens `keep`."""
-        rope = None
-        if self.config.pos_emb == "learned":
-            h = h + self.wpe(positions)
-        elif self.config.pos_emb == "rope":
-            rope = rope_tables(positions, self.config.n_embd // self.config.n_head)
-        h = self.drop(h)
+        h, rope = self.embed(h, positions)
         for block in self.h[:-1]:
             h = block(h, rope, mask)
         if mask is None:
             mask = torch.ones(len(positions), len(positions), dtype=torch.bool, device=h.device).tril()
         return self.read(self.h[-1](h, rope, mask, keep=keep))
+
+    def embed(self, h: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, Rope | None]:
+        """Tokens (B, T, C) at `positions` with their learned positions added, or the rope tables."""
+        rope = None
+        if self.config.pos_emb == "learned":
+            h = h + self.wpe(positions)
+        elif self.config.pos_emb == "rope":
+            rope = rope_tables(positions, self.config.n_embd // self.config.n_head)
+        return self.drop(h), rope
+
+    def hidden_states(self, xs: torch.Tensor, ys: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream (B, N, C) at the x tokens, where each prediction is read: after the
+        embedding and after each block."""
+        check_prompt(xs, ys, None, self.config)
+        h, rope = self.embed(self.tokens(xs, ys), torch.arange(2 * xs.shape[1], device=xs.device))
+        states = [h[:, ::2]]
+        for block in self.h:
+            h = block(h, rope, None)
+            states.append(h[:, ::2])
+        return states
 
 
 def lstm_width(n_embd: int) -> int:
@@ -320,6 +336,8 @@ def lstm_width(n_embd: int) -> int:
 class RecurrentModel(PromptModel):
     """A model whose layers map the token sequence (B, T, W) -> (B, T, W) causally, with no
     positions: prompts of any length. `queries` run one pass per query (exact, N times the work)."""
+
+    positions = False
 
     def mix(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -444,7 +462,66 @@ class Mamba(RecurrentModel):
         return h
 
 
-MODELS = {"transformer": Transformer, "linear_attention": Transformer, "lstm": LSTM, "mamba": Mamba}
+class LinearSelfAttention(nn.Module):
+    """One layer of linear self-attention (von Oswald et al. 2023) over tokens e = (x, y) of width
+    D + 1: no softmax, MLP or LayerNorm. A token e attends to the tokens m it may see with
+    sum over heads h of V_h (mean over m of e_m (K_h e_m . Q_h e)), added to it (a residual).
+    Context token j sees the context tokens 0..j; query token i sees the context tokens before i."""
+
+    def __init__(self, width: int, n_head: int):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Parameter(torch.randn(n_head, width, width) / width) for _ in range(3))
+
+    def attend(self, targets: torch.Tensor, sources: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """targets (B, N, W) reading sources (B, N, W) where mask (N, N) allows: the mean over the
+        allowed sources (none: 0), summed over heads."""
+        q = torch.einsum("bnw,hvw->bhnv", targets, self.q)  # (B, H, N, W)
+        k = torch.einsum("bnw,hvw->bhnv", sources, self.k)
+        v = torch.einsum("bnw,hvw->bhnv", sources, self.v)
+        scores = (q @ k.mT) * mask / mask.sum(-1, keepdim=True).clamp(min=1)  # (B, H, N, N)
+        return (scores @ v).sum(1)
+
+    def forward(self, context: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        N = context.shape[1]
+        seen = torch.ones(N, N, dtype=torch.bool, device=context.device).tril()  # j sees 0..j
+        before = seen.tril(-1)  # query i sees the pairs before i
+        return context + self.attend(context, context, seen), queries + self.attend(queries, context, before)
+
+
+class LSA(PromptModel):
+    """L layers of linear self-attention over the paired tokens (x_i, y_i) and a query token (x, 0)
+    per position (arch='lsa'): the prediction is minus the query token's y slot after the last layer
+    (von Oswald et al.'s read-out). Every prefix is predicted in one pass; context tokens see only
+    the pairs up to themselves (the paper's see the whole context: the same for one layer, not for
+    several). Width D + 1 and n_head heads; n_embd and the positions are not used."""
+
+    positions = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(
+            LinearSelfAttention(config.n_dims + 1, config.n_head) for _ in range(config.n_layer)
+        )
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+        return -self.hidden_states(xs, ys, queries)[-1][..., -1]
+
+    def hidden_states(
+        self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """The query tokens (B, N, D + 1) before the first layer and after each."""
+        queries = check_prompt(xs, ys, queries, self.config)
+        context = torch.cat((xs, ys.unsqueeze(-1).to(xs.dtype)), dim=-1)
+        h = torch.cat((queries, torch.zeros_like(queries[..., :1])), dim=-1)
+        states = [h]
+        for layer in self.layers:
+            context, h = layer(context, h)
+            states.append(h)
+        return states
+
+
+MODELS = {"transformer": Transformer, "linear_attention": Transformer, "lstm": LSTM, "mamba": Mamba, "lsa": LSA}
 
 
 def build_model(config: ModelConfig) -> PromptModel:

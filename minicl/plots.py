@@ -2,10 +2,12 @@
 
 matplotlib loads with the first figure (pyplot()), not with this module, so the modules that
 draw import it at their top and `import minicl.evaluate` still loads no matplotlib. Every figure
-is written to a file with the Agg backend. A model keeps its colour in every figure (COLORS).
+is written to a file (with the Agg backend where pyplot is not already in use). A model keeps its
+colour in every figure (COLORS).
 """
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,12 @@ TRAINED = "trained model"  # compare's label for each run's own model, whatever 
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot drawing to files (the Agg backend)."""
+    """matplotlib.pyplot drawing to files (the Agg backend, unless pyplot is already in use, as in a
+    notebook: its backend stays, and the figures drawn here are closed once written)."""
     import matplotlib  # deferred: matplotlib loads only when a figure is drawn
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # deferred, as above
 
     return plt
@@ -324,4 +328,33 @@ def compare_sweep_figure(key: str, values: dict, at_k: dict, k: int, titles: dic
         ax.set(xlabel=key, ylabel=f"error at k = {k}", title=titles[setting])
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- explore sweep=algorithms
+
+
+def algorithms_figure(report: dict, path: Path) -> None:
+    """algorithms.png: per setting, a heatmap of each layer's (and the output's) distance at k to
+    each algorithm (log10 of the mean squared difference over the error of predicting 0, shown
+    from -3 to 1), the closest marked, titled with the run."""
+    settings = report["settings"]
+    first = next(iter(settings.values()))
+    names = list(first["algorithm_error"])
+    rows = [f"layer {e['layer']}" for e in first["layers"]] + ["output"]
+    fig, axes = panel_grid(len(settings), max(7.0, 0.32 * len(names)), 1.2 + 0.3 * len(rows), cols=1)
+    k = report["k"]
+    for ax, (setting, s) in zip(axes, settings.items()):
+        entries = [*s["layers"], s["output"]]
+        grid = np.log10(np.array([[max(e["distance"][n][k], 1e-12) for n in names] for e in entries]))
+        grid = np.clip(np.nan_to_num(grid, nan=1.0, posinf=1.0), -3, 1)  # 1e-3 .. 10: diverged GD is 10
+        image = ax.imshow(grid, aspect="auto", cmap="viridis_r", vmin=-3, vmax=1)
+        for row, e in enumerate(entries):
+            ax.plot(names.index(e["closest"]), row, "o", color="white", ms=4)
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_title(
+            f"{setting}: log10 distance at k={k} (dot: closest)\nrun {report['run']} ({report['arch']})", fontsize=8
+        )
+        ax.figure.colorbar(image, ax=ax, fraction=0.03)
     save_figure(fig, path)

@@ -17,7 +17,7 @@ SOURCES = {  # name: (the run directory it ships, the command that trains it the
             f"runs/ship/{name}",
             f"python -m minicl.train task=linear experiment={name} hydra.run.dir=runs/ship/{name}",
         )
-        for name in ("quick", "linear_d20")
+        for name in ("quick", "linear_d20", "linear_deep")
     },
 }
 

@@ -109,11 +109,12 @@ class TrainStep:
         amp: bool,
         grad_clip: float | None = None,
         skip_nonfinite: bool = False,
+        last_only: bool = False,
         wrapper=None,
         compile_mode: str = "default",
     ):
         self.model, self.opt, self.task, self.amp, self.grad_clip = model, opt, task, amp, grad_clip
-        self.skip_nonfinite, self.skipped = skip_nonfinite, 0
+        self.skip_nonfinite, self.skipped, self.last_only = skip_nonfinite, 0, last_only
         self.device = next(model.parameters()).device
         wrapped = wrapper(model) if wrapper is not None else model  # e.g. DistributedDataParallel
         self.forward = torch.compile(wrapped, mode=compile_mode) if compile else wrapped
@@ -126,7 +127,9 @@ class TrainStep:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             preds = self.forward(xs, ys)
         losses = point_loss(self.task, preds, ys)
-        if self.static_shapes:
+        if self.last_only:  # the prediction after the whole prompt (the curriculum's points)
+            loss = losses[:, n_points - 1].mean()
+        elif self.static_shapes:
             loss = (losses * (self.positions < n_points)).sum() / (losses.shape[0] * n_points)
         else:
             loss = losses.mean()
@@ -309,6 +312,7 @@ def make_train_step(run: Run) -> TrainStep:
         amp=tr.amp,
         grad_clip=tr.grad_clip,
         skip_nonfinite=tr.on_nonfinite == "skip",
+        last_only=tr.loss_on == "last",
         wrapper=wrapper,
         compile_mode=tr.compile_mode,
     )

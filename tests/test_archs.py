@@ -24,6 +24,7 @@ from tests.helpers import assert_final_eval_is_the_models, tiny
 
 ARCHS = list(MODELS)
 OTHERS = [a for a in ARCHS if a != "transformer"]
+SIZED = [a for a in ARCHS if a != "lsa"]  # lsa's width is the tokens' (n_dims + 1), not model.n_embd
 
 
 def make(arch, **kw):
@@ -143,7 +144,9 @@ def test_bf16_steps_track_fp32_steps(arch):
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.01)
 
 
-@pytest.mark.parametrize("arch, breaks_at", [("linear_attention", None), ("lstm", "LSTM"), ("mamba", "disable")])
+@pytest.mark.parametrize(
+    "arch, breaks_at", [("linear_attention", None), ("lstm", "LSTM"), ("mamba", "disable"), ("lsa", None)]
+)
 def test_compile_traces_each_architecture(arch, breaks_at):
     """torch.compile (CUDA's default) takes each: linear attention in one graph, the LSTM around
     nn.LSTM (dynamo runs RNN modules eagerly), Mamba around its scans (kept eager on purpose)."""
@@ -157,7 +160,7 @@ def test_compile_traces_each_architecture(arch, breaks_at):
 def test_sizes_have_comparable_parameter_counts(compose_cfg, size):
     counts = {
         arch: build_model(model_config(compose_cfg(f"model={size}", f"model.arch={arch}"))).num_parameters()
-        for arch in ARCHS
+        for arch in SIZED
     }
     for count in counts.values():
         assert 0.9 <= count / counts["transformer"] <= 1.25, counts  # mamba: two blocks a layer, the most
@@ -247,11 +250,11 @@ def test_evaluation_exploration_probe_and_estimators(runs, arch, tmp_path):
     length = run_sweep(
         run_dir, "length", n_prompts=32, max_points=None if arch != "linear_attention" else 11, out_dir=tmp_path
     )
-    expected = 22 if model.config.recurrent else 11  # past the training length where positions allow
+    expected = 11 if model.config.max_points else 22  # past the training length where positions allow
     assert length["n_points"] == expected and len(length["results"][-1]["models"][arch]["mean"]) == expected
     probe = probe_run(run_dir, n_prompts=32)
     assert len(probe["least_squares"]["cosine"]) == 11
-    X, y = np.random.default_rng(0).normal(size=(40 if model.config.recurrent else 10, 5)), np.zeros(40)
+    X, y = np.random.default_rng(0).normal(size=(10 if model.config.max_points else 40, 5)), np.zeros(40)
     reg = ICLRegressor(model).fit(X, y[: len(X)])
     assert reg.predict(X[:3]).shape == (3,)
 

@@ -40,7 +40,8 @@ def test_every_task_and_model_composes_and_checks(compose_cfg, task, model):
     assert model_config(cfg).n_dims == cfg.task.n_dims
 
 
-OWN_TASK = {"linear_d20": "linear"}  # experiments sized for one task, as claim_<task> is
+# experiments sized for one task, as claim_<task> is
+OWN_TASK = {"linear_d20": "linear", "linear_deep": "linear", "lsa_gd": "linear"}
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,14 @@ import sys
 import pytest
 import torch
 
+from minicl.algorithms import probe_algorithms
 from minicl.baselines import LeastSquares
 from minicl.explore import run_sweep, sweep_prompts
 from minicl.probe import implicit_weights
 from minicl.settings import setting_prompts, skewed_eigenvalues
 from minicl.tasks import build_task
 from minicl.train import train
+from tests.helpers import SHORT
 
 D = 6
 
@@ -117,13 +119,24 @@ def test_probe_of_least_squares_is_least_squares():
 
 def test_explore_command_line(tiny_run):
     run = tiny_run()
-    for sweep in ("dims", "probe"):
-        out = subprocess.run(
+    outs = {}
+    for sweep in ("dims", "probe", "algorithms"):
+        outs[sweep] = subprocess.run(
             [sys.executable, "-m", "minicl.explore", f"run={run}", f"sweep={sweep}", "n_prompts=16"],
             capture_output=True,
             text=True,
             timeout=300,
         )
-        assert out.returncode == 0, out.stderr
-    assert (run / "explore" / "dims.json").exists() and (run / "explore" / "probe.json").exists()
-    assert "cosine at k=10" in out.stdout
+        assert outs[sweep].returncode == 0, outs[sweep].stderr
+    for name in ("dims.json", "probe.json", "algorithms.json", "algorithms.png"):
+        assert (run / "explore" / name).exists()
+    assert "cosine at k=10" in outs["probe"].stdout
+    report = json.loads((run / "explore" / "algorithms.json").read_text())
+    assert len(report["settings"]["skewed"]["layers"]) == report["n_layer"] + 1  # the embedding, then each block
+    assert "standard (k=5): closest algorithm per layer" in outs["algorithms"].stdout
+
+
+def test_the_algorithms_sweep_refuses_a_task_that_is_not_linear(compose_cfg, tmp_path):
+    train(compose_cfg("task=relu_2nn", "model=tiny", *SHORT, "trainer.steps=2"), tmp_path)
+    with pytest.raises(ValueError, match="a run of a linear task, not 'relu_2nn'"):
+        probe_algorithms(tmp_path)

@@ -16,7 +16,7 @@ LAYERS = [
     {"common", "plots"},
     {"config", "settings", "tracking"},
     {"rundir", "baselines"},
-    {"estimators", "evaluate", "pretrained", "convert"},
+    {"estimators", "evaluate", "pretrained", "convert", "algorithms"},
     {"minicl", "train"},
     {"probe"},
     {"explore", "reproduce", "compare"},
