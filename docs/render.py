@@ -13,9 +13,11 @@ with the path relative to docs/. A claims.json of `python -m minicl.reproduce` r
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
 sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's closest
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
-shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON
-is a table of measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as
-it stands, with its source (the machine and the command that measured it) below.
+mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
+with VIEW `selection`: the algorithm-selection criterion per seed), a shipped model's record as
+its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON is a table of
+measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as it stands,
+with its source (the machine and the command that measured it) below.
 """
 
 import json
@@ -202,12 +204,65 @@ def against_gd_table(reports: list[dict]) -> str:
     )
 
 
+def component_errors(metrics: dict, k: int) -> dict[str, list[float]]:
+    """A mixture's metrics.json: each predictor's error at k on each component alone."""
+    parts = [s for s in metrics["settings"] if s.startswith("component_")]
+    models = metrics["settings"][parts[0]]["models"]
+    return {m: [metrics["settings"][s]["models"][m]["mean"][k] for s in parts] for m in models}
+
+
+def components_table(metrics: dict) -> str:
+    """A mixture's metrics.json: every predictor's error at k = 2d on each component alone (the
+    model first, then the Bayes model average where there is one)."""
+    k = min(2 * metrics["n_dims"], metrics["n_points"] - 1)
+    errors = component_errors(metrics, k)
+    first = [m for m in ("transformer", "bayes_noise_mixture") if m in errors]
+    rows = [[m, *(f"{e:.3f}" for e in errors[m])] for m in [*first, *(m for m in errors if m not in first)]]
+    columns = ["predictor", *(f"component {i}" for i in range(len(errors["transformer"])))]
+    return markdown(columns, rows) + (
+        f"\nError at k = {k} on the noise-free query value over d, {metrics['n_prompts']} prompts per "
+        f"component, evaluation seed {metrics['seed']}.\n"
+    )
+
+
+def selection_table(runs: list[dict]) -> str:
+    """Mixture runs' metrics.json (a glob): per seed, the model's and the Bayes model average's
+    error at k = 2d on each component, the fixed ridges at least as good as the model on every
+    component, and the criterion: none of them, and the model within 0.03 of the Bayes average on
+    component 0 and within 10% of it on component 1."""
+    rows = []
+    for m in runs:
+        k = min(2 * m["n_dims"], m["n_points"] - 1)
+        e = component_errors(m, k)
+        model, bayes = e["transformer"], e["bayes_noise_mixture"]
+        fixed = [r for r in e if r.startswith("ridge_") and not r.startswith("ridge_c")]
+        as_good = [r for r in fixed if all(a <= b for a, b in zip(e[r], model))]
+        best = min(fixed, key=lambda r: max(a / b for a, b in zip(e[r], model)))
+        holds = not as_good and abs(model[0] - bayes[0]) <= 0.03 and abs(model[1] - bayes[1]) <= 0.1 * bayes[1]
+        rows.append(
+            [
+                m["seed"],
+                " / ".join(f"{x:.3f}" for x in model),
+                " / ".join(f"{x:.3f}" for x in bayes),
+                f"{best} ({' / '.join(f'{x:.3f}' for x in e[best])})",
+                ", ".join(as_good) or "none",
+                f"**{'holds' if holds else 'does not hold'}**",
+            ]
+        )
+    columns = ["seed", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
+    return markdown(columns, rows) + (
+        "\nErrors at k = 2d on component 0 / component 1; the closest fixed ridge is the one whose worse "
+        "ratio to the model is least.\n"
+    )
+
+
 def render(path: str, view: str | None) -> str:
     if "*" in path:  # several explore sweep=algorithms JSONs, side by side
         found = sorted(DOCS.glob(path))
         if not found:
             raise FileNotFoundError(f"no file matches docs/{path}")
-        return against_gd_table([json.loads(p.read_text()) for p in found])
+        loaded = [json.loads(p.read_text()) for p in found]
+        return selection_table(loaded) if view == "selection" else against_gd_table(loaded)
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")
@@ -217,6 +272,8 @@ def render(path: str, view: str | None) -> str:
         return sweep_table(data)
     if "benchmarks" in data:  # pytest-benchmark's JSON
         return benchmark_table(data)
+    if view == "components":  # a mixture's metrics.json
+        return components_table(data)
     if "evaluation" in data:  # a shipped model's record
         return shipped_table(data)
     return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")

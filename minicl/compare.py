@@ -92,8 +92,13 @@ def check_comparable(configs: dict[Path, dict]) -> None:
 
 
 def run_settings(cfg: dict) -> list[str]:
-    """Fresh tasks, and the pool's tasks for a run trained on a finite pool."""
-    return list(SETTINGS) if cfg["task"].get("num_tasks") else ["standard"]
+    """Fresh tasks, the pool's tasks for a run trained on a finite pool, and a mixture's components alone."""
+    components = [f"component_{i}" for i in range(len(cfg["task"].get("components") or ()))]
+    return (list(SETTINGS) if cfg["task"].get("num_tasks") else ["standard"]) + components
+
+
+def setting_title(setting: str) -> str:
+    return SETTINGS.get(setting, setting.replace("_", " ") + " alone")
 
 
 def run_metrics(run: Path, settings: list[str], n_prompts: int, device: str) -> dict:
@@ -128,7 +133,8 @@ def compare(
     check_comparable(configs)
     groups = group_runs(configs)
     metrics = {run: run_metrics(run, run_settings(cfg), n_prompts, device) for run, cfg in configs.items()}
-    settings = [s for s in SETTINGS if any(s in m["settings"] for m in metrics.values())]
+    wanted = dict.fromkeys(s for cfg in configs.values() for s in run_settings(cfg))
+    settings = [s for s in wanted if any(s in m["settings"] for m in metrics.values())]
     if out is None:  # compare/ in the one directory given, or in the runs' common parent
         one = len(dirs) == 1 and dirs[0] not in runs
         out = (dirs[0] if one else Path(os.path.commonpath([r.resolve().parent for r in runs]))) / "compare"
@@ -144,7 +150,7 @@ def compare(
         k = min(first["n_dims"], n_points - 1)
         values = {label: flatten(configs[members[0]])[swept[0]] for label, members in groups.items()}
         at_k = errors_at(groups, metrics, settings, k)
-        titles = {setting: f"{SETTINGS[setting]}\nruns in {runs_dir(groups)}" for setting in settings}
+        titles = {setting: f"{setting_title(setting)}\nruns in {runs_dir(groups)}" for setting in settings}
         compare_sweep_figure(swept[0], values, at_k, k, titles, out / "sweep.png")
         table += "\n\n" + format_sweep(at_k, k)
     (out / "table.md").write_text(table + "\n")
@@ -235,7 +241,7 @@ def draw_errors(groups: dict[str, list[Path]], metrics: dict, settings: list[str
     for setting in settings:
         errors = {label: np.stack(e) for label, runs in groups.items() if (e := trained_errors(runs, metrics, setting))}
         reference = next(metrics[r] for runs in groups.values() for r in runs if setting in metrics[r]["settings"])
-        title = f"{first['task']}, {first['n_dims']} dims: {SETTINGS[setting]}\nruns in {runs_dir(groups)}"
+        title = f"{first['task']}, {first['n_dims']} dims: {setting_title(setting)}\nruns in {runs_dir(groups)}"
         panels.append({"title": title, "groups": errors, "setting": reference["settings"][setting]})
     compare_errors_figure(panels, path)
 

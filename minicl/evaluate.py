@@ -7,6 +7,7 @@ and 5-95% bootstrap band of the normalised error) and plots/<setting>.png, and p
 table.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from minicl.model import Predictor
 from minicl.plots import setting_figure
 from minicl.rundir import model_from_state, output_dir, read_run
 from minicl.settings import default_settings, parse, setting_prompts
-from minicl.tasks import Linear, NoisyLinear, PromptSampler, Task, make_generators
+from minicl.tasks import Linear, Mixture, NoisyLinear, PromptSampler, Task, make_generators
 
 # ---------------------------------------------------------------- metrics, table, plots
 
@@ -75,10 +76,45 @@ def load_baselines(baselines: dict) -> dict[str, Baseline]:
 
 
 def default_baselines(task_cfg: DictConfig | dict) -> dict:
-    """The baseline set conf/baseline/<task>.yaml lists, resolved against the task config."""
+    """The baseline set conf/baseline/<task>.yaml lists, resolved against the task config (a
+    mixture's completed by with_components)."""
     path = CONF / "baseline" / f"{task_cfg['name']}.yaml"
     cfg = OmegaConf.create({"task": plain(task_cfg), "baselines": OmegaConf.load(path)})
-    return plain(cfg)["baselines"]
+    return with_components(plain(cfg)["baselines"], task_cfg)
+
+
+FIXED_LAMS = [round(0.01 * 10 ** (i / 4), 4) for i in range(13)]  # a mixture's fixed ridges: 0.01 .. 10
+
+
+def with_components(baselines: dict, task_cfg: DictConfig | dict) -> dict:
+    """A mixture's baselines: each component's set (a label two components give different specs
+    gets _c<i>, so ridge_c<i> is ridge at component i's own noise, the oracle there) and, when every
+    component is linear with or without label noise, ridge at each lam of FIXED_LAMS and the Bayes
+    model average over their noise levels (bayes_noise_mixture); then `baselines` (its own YAML's).
+    Any other task's `baselines` unchanged."""
+    if task_cfg["name"] != "mixture":
+        return baselines
+    mixture = task_from_config(task_cfg)
+    assert isinstance(mixture, Mixture)
+    sets = [default_baselines({"name": part.name, **dataclasses.asdict(part)}) for part in mixture.parts]
+    specs: dict[str, list] = {}
+    for own in sets:
+        for label, spec in own.items():
+            specs.setdefault(label, []).append(spec)
+    out = {
+        label if all(s == specs[label][0] for s in specs[label]) else f"{label}_c{i}": spec
+        for i, own in enumerate(sets)
+        for label, spec in own.items()
+    }
+    if all(type(part) in (Linear, NoisyLinear) and getattr(part, "w_scale", 0) == 1 for part in mixture.parts):
+        out |= {f"ridge_{lam:g}": {"name": "ridge", "lam": lam} for lam in FIXED_LAMS}
+        stds = [getattr(part, "noise_std", NOISELESS_STD) for part in mixture.parts]
+        out["bayes_noise_mixture"] = {
+            "name": "bayes_noise_mixture",
+            "noise_stds": stds,
+            "weights": mixture.probs.tolist(),
+        }
+    return out | baselines
 
 
 def evaluate(
@@ -168,7 +204,7 @@ def evaluate_run(
     predictors: dict[str, Predictor] = {model.config.arch: model}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
         baselines = default_baselines(task_cfg)
-    predictors |= load_baselines(baselines)
+    predictors |= load_baselines(with_components(baselines, task_cfg))
     pool_seed = state["config"]["trainer"]["seed"]  # the pool a run trains on is drawn from its seed
     predictors |= pool_baselines(task_cfg, pool_seed)
     kwargs.setdefault("seed", pool_seed)
@@ -205,7 +241,7 @@ def main(cfg: DictConfig) -> None:
         return
     metrics = evaluate(
         plain(cfg.task),
-        load_baselines(baselines),
+        load_baselines(with_components(baselines, plain(cfg.task))),
         HydraConfig.get().runtime.output_dir,
         device=resolve_device(cfg.device),
         **options,

@@ -113,10 +113,20 @@ def run_sweep(
     )
     values = sweep_values(sweep, values, task.n_dims, n_points)
     gen = torch.Generator().manual_seed(seed)
-    results = [
-        sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
-        for value in values
-    ]
+    results = []
+    for value in values:
+        entry = sweep_entry(
+            predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen
+        )
+        parts = getattr(task, "parts", [])  # a mixture's components, each alone too
+        if parts:
+            entry["components"] = [
+                sweep_entry(
+                    predictors, sweep_prompts(sweep, value, part, n_prompts, n_points, seed, device), value, gen
+                )
+                for part in parts
+            ]
+        results.append(entry)
     k = min(2 * task.n_dims if k is None else k, n_points - 1)
     pos_emb = model.config.pos_emb if model.positions else None
     out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}

@@ -58,7 +58,7 @@ class Draw:
         task = task or self.task
         ys = task.apply(params, xs, self.gens["noise"])
         targets = ys if queries is None else task.apply(params, queries, self.gens["noise"])
-        return Prompts(xs, ys, queries, targets, task, targets)
+        return Prompts(xs, ys, queries, targets, task, task.mean(params, xs if queries is None else queries))
 
 
 SETTINGS: dict[str, Callable[[Draw], Prompts]] = {}
@@ -121,6 +121,7 @@ def default_settings(task: Task, pooled: bool = False) -> list[str]:
         "scales": [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES],
         "noisy_linear": ["noisy_linear"],
         "linear": ["linear"],
+        "components": [f"component_{i}" for i in range(len(getattr(task, "parts", ())))],  # a mixture's
     }
     first = ["standard", "pool_tasks"] if pooled else ["standard"]
     return [*first, *(name for group in task.settings for name in groups[group])]
@@ -163,6 +164,21 @@ def covariance(d: Draw, eigenvalues: torch.Tensor) -> Prompts:
 def standard(d: Draw) -> Prompts:
     params = d.functions()
     return d.labelled(params, d.inputs())
+
+
+@family("component", 0, inclusive=True)
+def component(d: Draw, index: float) -> Prompts:
+    """A mixture's component `index` alone (its own baselines' ground), judged on the noise-free
+    value of each query: the error of estimating f, not of predicting the noisy label."""
+    parts = getattr(d.task, "parts", [])
+    if index != int(index) or not index < len(parts):
+        raise ValueError(
+            f"setting component_{index:g} needs a mixture with a component {index:g}; {d.task.name!r} has {len(parts)}"
+        )
+    part = parts[int(index)]
+    params, xs = d.functions(part), d.inputs()
+    clean = part.mean(params, xs)
+    return Prompts(xs, part.apply(params, xs, d.gens["noise"]), None, clean, part, clean)
 
 
 @setting("pool_tasks")

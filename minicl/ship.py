@@ -15,9 +15,14 @@ SOURCES = {  # name: (the run directory it ships, the command that trains it the
     **{
         name: (
             f"runs/ship/{name}",
-            f"python -m minicl.train task=linear experiment={name} hydra.run.dir=runs/ship/{name}",
+            f"python -m minicl.train task={task} experiment={name} hydra.run.dir=runs/ship/{name}",
         )
-        for name in ("quick", "linear_d20", "linear_deep")
+        for name, task in (
+            ("quick", "linear"),
+            ("linear_d20", "linear"),
+            ("linear_deep", "linear"),
+            ("noise_mixture", "mixture"),
+        )
     },
 }
 

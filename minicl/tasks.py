@@ -94,6 +94,10 @@ class Task:
         """f(xs) (B, N) for each prompt's function."""
         raise NotImplementedError
 
+    def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        """f(xs) (B, N) without label noise (a noisy task overrides it)."""
+        return self.apply(params, xs)
+
     @property
     def normaliser(self) -> float:
         """Error of the trivial predictor 0 (the variance of f(x)), used to normalise squared error."""
@@ -176,6 +180,9 @@ class NoisyLinear(Linear):
         if noise_gen is None:
             raise ValueError("noisy_linear needs the noise generator")
         return ys + self.noise_std * torch.randn(ys.shape, generator=noise_gen, device=noise_gen.device)
+
+    def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        return super().apply(params, xs)
 
 
 @register("quadratic")
@@ -263,6 +270,72 @@ class DecisionTree(Task):
     @property
     def normaliser(self) -> float:
         return 1.0
+
+
+@register("mixture")
+@dataclass
+class Mixture(Task):
+    """Each prompt draws one of `components` (task configs: {name: <task>, its own fields}; n_dims
+    is the mixture's) with probability `weights` (default: equal; normalised). Its parameters hold
+    the component of each prompt ("component") and every component's parameters ("<i>.<key>"),
+    so a finite pool keeps whole prompts' functions. Regression components only."""
+
+    components: Any = None
+    weights: Any = None
+    settings = ("components",)
+
+    def __post_init__(self):
+        if not self.components:
+            raise ValueError("task=mixture needs at least one component in task.components")
+        self.parts = [self.component(spec) for spec in self.components]
+        weights = [1.0] * len(self.parts) if self.weights is None else [float(w) for w in self.weights]
+        if len(weights) != len(self.parts) or min(weights) < 0 or not sum(weights) > 0:
+            raise ValueError(
+                f"task.weights must be {len(self.parts)} non-negative numbers with a positive sum, got {self.weights}"
+            )
+        self.probs = torch.tensor(weights, dtype=torch.float64) / sum(weights)
+
+    def component(self, spec: Any) -> Task:
+        spec = dict(spec)
+        name = spec.pop("name", None)
+        if name not in TASKS or name == "mixture":
+            raise ValueError(f"a mixture component needs a name from {sorted(set(TASKS) - {'mixture'})}, got {name!r}")
+        known = {f.name for f in fields(TASKS[name])} - {"n_dims"}
+        if set(spec) - known or spec.pop("n_dims", self.n_dims) != self.n_dims:
+            raise ValueError(f"mixture component {name!r} takes {sorted(known)} (n_dims is the mixture's), got {spec}")
+        part = TASKS[name](n_dims=self.n_dims, **spec)
+        if part.classification:
+            raise ValueError(f"mixture components must be regression tasks; {name!r} has sign labels")
+        return part
+
+    def check_active_dims(self, n_active: int) -> None:
+        for part in self.parts:
+            part.check_active_dims(n_active)
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        which = torch.multinomial(self.probs.to(gen.device), batch, replacement=True, generator=gen)
+        params = {"component": which}
+        for i, part in enumerate(self.parts):
+            params |= {f"{i}.{key}": value for key, value in part.sample(gen, batch, n_active).items()}
+        return params
+
+    def own(self, params: Params, i: int) -> Params:
+        return {key.split(".", 1)[1]: value for key, value in params.items() if key.startswith(f"{i}.")}
+
+    def select(self, params: Params, each: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(each, -1).gather(-1, params["component"][:, None, None].expand(*each[0].shape, 1))[..., 0]
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        return self.select(
+            params, [part.apply(self.own(params, i), xs, noise_gen) for i, part in enumerate(self.parts)]
+        )
+
+    def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        return self.select(params, [part.mean(self.own(params, i), xs) for i, part in enumerate(self.parts)])
+
+    @property
+    def normaliser(self) -> float:
+        return float(sum(p * part.normaliser for p, part in zip(self.probs.tolist(), self.parts)))
 
 
 def build_task(name: str, **params) -> Task:

@@ -41,7 +41,13 @@ def test_every_task_and_model_composes_and_checks(compose_cfg, task, model):
 
 
 # experiments sized for one task, as claim_<task> is
-OWN_TASK = {"linear_d20": "linear", "linear_deep": "linear", "lsa_gd": "linear"}
+OWN_TASK = {
+    "linear_d20": "linear",
+    "linear_deep": "linear",
+    "lsa_gd": "linear",
+    "noise_mixture": "mixture",
+    "linear_relu_mixture": "mixture",
+}
 
 
 @pytest.mark.parametrize(
@@ -65,10 +71,11 @@ def test_a_claim_experiment_with_another_task_fails_clearly(compose_cfg):
 
 @pytest.mark.parametrize("task", options("task"))
 def test_every_task_composes_for_evaluation_with_its_baselines(compose_cfg, task):
-    from minicl.evaluate import load_baselines
+    from minicl.evaluate import load_baselines, with_components
 
     cfg = compose_cfg(f"task={task}", config_name="evaluate")
-    assert "least_squares" in cfg.baselines and len(load_baselines(cfg.baselines)) >= 3
+    baselines = with_components(plain(cfg.baselines), plain(cfg.task))  # a mixture's: its components' too
+    assert "least_squares" in baselines and len(load_baselines(baselines)) >= 3
 
 
 def test_defaults_are_the_papers_run(compose_cfg):

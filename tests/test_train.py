@@ -68,7 +68,16 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_cfg, tmp_path):
 
 @pytest.mark.parametrize(
     "task",
-    ["linear", "sparse_linear", "linear_classification", "noisy_linear", "quadratic", "relu_2nn", "decision_tree"],
+    [
+        "linear",
+        "sparse_linear",
+        "linear_classification",
+        "noisy_linear",
+        "quadratic",
+        "relu_2nn",
+        "decision_tree",
+        "mixture",
+    ],
 )
 def test_every_task_trains(compose_cfg, tmp_path, task):
     train(compose_cfg(f"task={task}", "model=tiny", *SHORT, "trainer.steps=2"), tmp_path)
