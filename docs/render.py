@@ -225,13 +225,13 @@ def components_table(metrics: dict) -> str:
     )
 
 
-def selection_table(runs: list[dict]) -> str:
-    """Mixture runs' metrics.json (a glob): per seed, the model's and the Bayes model average's
+def selection_table(runs: dict[str, dict]) -> str:
+    """Mixture runs' metrics.json (a glob, by file name): per run, the model's and the Bayes model average's
     error at k = 2d on each component, the fixed ridges at least as good as the model on every
     component, and the criterion: none of them, and the model within 0.03 of the Bayes average on
     component 0 and within 10% of it on component 1."""
     rows = []
-    for m in runs:
+    for name, m in runs.items():
         k = min(2 * m["n_dims"], m["n_points"] - 1)
         e = component_errors(m, k)
         model, bayes = e["transformer"], e["bayes_noise_mixture"]
@@ -241,7 +241,7 @@ def selection_table(runs: list[dict]) -> str:
         holds = not as_good and abs(model[0] - bayes[0]) <= 0.03 and abs(model[1] - bayes[1]) <= 0.1 * bayes[1]
         rows.append(
             [
-                m["seed"],
+                name,
                 " / ".join(f"{x:.3f}" for x in model),
                 " / ".join(f"{x:.3f}" for x in bayes),
                 f"{best} ({' / '.join(f'{x:.3f}' for x in e[best])})",
@@ -249,7 +249,7 @@ def selection_table(runs: list[dict]) -> str:
                 f"**{'holds' if holds else 'does not hold'}**",
             ]
         )
-    columns = ["seed", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
+    columns = ["run", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
     return markdown(columns, rows) + (
         "\nErrors at k = 2d on component 0 / component 1; the closest fixed ridge is the one whose worse "
         "ratio to the model is least.\n"
@@ -261,8 +261,9 @@ def render(path: str, view: str | None) -> str:
         found = sorted(DOCS.glob(path))
         if not found:
             raise FileNotFoundError(f"no file matches docs/{path}")
-        loaded = [json.loads(p.read_text()) for p in found]
-        return selection_table(loaded) if view == "selection" else against_gd_table(loaded)
+        if view == "selection":
+            return selection_table({p.stem: json.loads(p.read_text()) for p in found})
+        return against_gd_table([json.loads(p.read_text()) for p in found])
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")

@@ -85,6 +85,20 @@ def sweep_entry(predictors: dict, p: Prompts, value: float, gen: torch.Generator
     return {"value": value, "normaliser": normaliser, "models": models}
 
 
+def sweep_results(
+    predictors: dict, sweep: str, value: float, task: Task, n_prompts: int, n_points: int, seed: int, device, gen
+) -> dict:
+    """sweep_entry at one value, and for a mixture each component's alone ("components")."""
+    entry = sweep_entry(predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen)
+    parts = getattr(task, "parts", [])
+    if parts:
+        entry["components"] = [
+            sweep_entry(predictors, sweep_prompts(sweep, value, part, n_prompts, n_points, seed, device), value, gen)
+            for part in parts
+        ]
+    return entry
+
+
 def run_sweep(
     run_dir: str | Path,
     sweep: str,
@@ -113,20 +127,9 @@ def run_sweep(
     )
     values = sweep_values(sweep, values, task.n_dims, n_points)
     gen = torch.Generator().manual_seed(seed)
-    results = []
-    for value in values:
-        entry = sweep_entry(
-            predictors, sweep_prompts(sweep, value, task, n_prompts, n_points, seed, device), value, gen
-        )
-        parts = getattr(task, "parts", [])  # a mixture's components, each alone too
-        if parts:
-            entry["components"] = [
-                sweep_entry(
-                    predictors, sweep_prompts(sweep, value, part, n_prompts, n_points, seed, device), value, gen
-                )
-                for part in parts
-            ]
-        results.append(entry)
+    results = [
+        sweep_results(predictors, sweep, value, task, n_prompts, n_points, seed, device, gen) for value in values
+    ]
     k = min(2 * task.n_dims if k is None else k, n_points - 1)
     pos_emb = model.config.pos_emb if model.positions else None
     out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}

@@ -1,6 +1,6 @@
 """Trained models shipped with minicl: use them with no training and no network.
 
-    minicl.pretrained.names()         # decision_tree, linear, linear_d20, linear_deep, quick, relu_2nn, sparse_linear
+    minicl.pretrained.names()         # decision_tree, linear, linear_d20, linear_deep, noise_mixture, quick, ...
     minicl.pretrained.load("linear")  # the model, as minicl.load_model("pretrained:linear")
     minicl.pretrained.info("linear")  # its config, the command, commit and machine that trained it,
                                       # and its errors on the standard setting with their bands

@@ -22,10 +22,10 @@ from minicl.settings import setting_prompts
 from minicl.train import train
 from tests.helpers import logged, tiny
 
-NAMES = ["decision_tree", "linear", "linear_d20", "linear_deep", "quick", "relu_2nn", "sparse_linear"]
+NAMES = ["decision_tree", "linear", "linear_d20", "linear_deep", "noise_mixture", "quick", "relu_2nn", "sparse_linear"]
 
 
-def test_the_seven_models_are_shipped_with_their_records():
+def test_the_eight_models_are_shipped_with_their_records():
     assert pretrained.names() == NAMES
     for name in NAMES:
         assert (SHIPPED / f"{name}.pt").stat().st_size < 2**21  # fp32, at most 2 MB (linear_deep: 1.6)

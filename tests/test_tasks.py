@@ -94,8 +94,9 @@ def test_bad_task_parameters():
         task.sample(make_generators(0)["functions"], 2, 3)
 
 
-def test_all_seven_classes_registered():
+def test_all_seven_classes_and_the_mixture_registered():
     assert set(TASKS) == {
+        "mixture",
         "linear",
         "sparse_linear",
         "linear_classification",

@@ -9,6 +9,7 @@ from hydra.errors import ConfigCompositionException
 
 from minicl import load_model
 from minicl.config import check_config, config_differences
+from minicl.tasks import TASKS
 from minicl.train import learning_rate, train
 from tests.helpers import SHORT, assert_final_eval_is_the_models, logged
 
@@ -66,19 +67,7 @@ def test_non_finite_loss_stops_and_names_the_step(tiny_cfg, tmp_path):
     assert not (tmp_path / "state.pt").exists()
 
 
-@pytest.mark.parametrize(
-    "task",
-    [
-        "linear",
-        "sparse_linear",
-        "linear_classification",
-        "noisy_linear",
-        "quadratic",
-        "relu_2nn",
-        "decision_tree",
-        "mixture",
-    ],
-)
+@pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_task_trains(compose_cfg, tmp_path, task):
     train(compose_cfg(f"task={task}", "model=tiny", *SHORT, "trainer.steps=2"), tmp_path)
     assert json.loads((tmp_path / "final_eval.json").read_text())["k"] == 40
