@@ -211,17 +211,22 @@ def component_errors(metrics: dict, k: int) -> dict[str, list[float]]:
     return {m: [metrics["settings"][s]["models"][m]["mean"][k] for s in parts] for m in models}
 
 
-def components_table(metrics: dict) -> str:
-    """A mixture's metrics.json: every predictor's error at k = 2d on each component alone (the
-    model first, then the Bayes model average where there is one)."""
-    k = min(2 * metrics["n_dims"], metrics["n_points"] - 1)
-    errors = component_errors(metrics, k)
-    first = [m for m in ("transformer", "bayes_noise_mixture") if m in errors]
-    rows = [[m, *(f"{e:.3f}" for e in errors[m])] for m in [*first, *(m for m in errors if m not in first)]]
-    columns = ["predictor", *(f"component {i}" for i in range(len(errors["transformer"])))]
+def components_table(runs: dict[str, dict]) -> str:
+    """Mixture runs' metrics.json (one, or a glob: their values side by side, a / b / c): every
+    predictor's error at k = 2d on each component alone (the model first, then the Bayes model
+    average where there is one)."""
+    first_run = next(iter(runs.values()))
+    k = min(2 * first_run["n_dims"], first_run["n_points"] - 1)
+    errors = [component_errors(m, k) for m in runs.values()]
+    names = [m for m in ("transformer", "bayes_noise_mixture") if m in errors[0]]
+    names += [m for m in errors[0] if m not in names]
+    n_parts = len(errors[0]["transformer"])
+    rows = [[m, *(" / ".join(f"{e[m][i]:.3f}" for e in errors) for i in range(n_parts))] for m in names]
+    runs_named = f" ({' / '.join(name.rsplit('-', 1)[-1] for name in runs)})" if len(runs) > 1 else ""
+    columns = ["predictor", *(f"component {i}{runs_named}" for i in range(n_parts))]
     return markdown(columns, rows) + (
-        f"\nError at k = {k} on the noise-free query value over d, {metrics['n_prompts']} prompts per "
-        f"component, evaluation seed {metrics['seed']}.\n"
+        f"\nError at k = {k} on the noise-free query value over d, {first_run['n_prompts']} prompts per "
+        f"component, evaluation seed {first_run['seed']}.\n"
     )
 
 
@@ -261,9 +266,10 @@ def render(path: str, view: str | None) -> str:
         found = sorted(DOCS.glob(path))
         if not found:
             raise FileNotFoundError(f"no file matches docs/{path}")
-        if view == "selection":
-            return selection_table({p.stem: json.loads(p.read_text()) for p in found})
-        return against_gd_table([json.loads(p.read_text()) for p in found])
+        named = {p.stem: json.loads(p.read_text()) for p in found}
+        if view in ("selection", "components"):
+            return (selection_table if view == "selection" else components_table)(named)
+        return against_gd_table(list(named.values()))
     data = json.loads((DOCS / path).read_text())
     if isinstance(data, list):  # reproduce's claims.json
         return claims_table(data, view or "summary")
@@ -274,7 +280,7 @@ def render(path: str, view: str | None) -> str:
     if "benchmarks" in data:  # pytest-benchmark's JSON
         return benchmark_table(data)
     if view == "components":  # a mixture's metrics.json
-        return components_table(data)
+        return components_table({Path(path).stem: data})
     if "evaluation" in data:  # a shipped model's record
         return shipped_table(data)
     return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")
