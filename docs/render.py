@@ -174,7 +174,7 @@ def algorithms_table(report: dict) -> str:
     return markdown(columns, rows) + (
         f"\nAt k = {k} of {report['n_prompts']} prompts, errors and distances over the error of predicting 0; "
         f"{report['arch']}, {report['n_layer']} layers, d = {report['n_dims']}: "
-        f"`python -m minicl.explore run={report['run']} sweep=algorithms`.\n"
+        f"`{report['command']}`.\n"
     )
 
 
@@ -200,7 +200,8 @@ def against_gd_table(reports: list[dict]) -> str:
     columns = ["run", "layers", "model error", "GD error (same steps)", "model / GD", "cosine", "train s"]
     return markdown(columns, rows) + (
         f"\nAt k = {reports[0]['k']}, {reports[0]['n_prompts']} prompts of the standard setting: "
-        "`python -m minicl.explore run=RUN sweep=algorithms` for each run.\n"
+        + "; ".join(f"`{r['command']}`" for r in reports)
+        + ".\n"
     )
 
 
@@ -226,7 +227,9 @@ def components_table(runs: dict[str, dict]) -> str:
     columns = ["predictor", *(f"component {i}{runs_named}" for i in range(n_parts))]
     return markdown(columns, rows) + (
         f"\nError at k = {k} on the noise-free query value over d, {first_run['n_prompts']} prompts per "
-        f"component, evaluation seed {first_run['seed']}.\n"
+        f"component, evaluation seed {first_run['seed']}: "
+        + "; ".join(f"`{m['command']}`" for m in runs.values())
+        + ".\n"
     )
 
 
@@ -257,7 +260,7 @@ def selection_table(runs: dict[str, dict]) -> str:
     columns = ["run", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
     return markdown(columns, rows) + (
         "\nErrors at k = 2d on component 0 / component 1; the closest fixed ridge is the one whose worse "
-        "ratio to the model is least.\n"
+        "ratio to the model is least: " + "; ".join(f"`{m['command']}`" for m in runs.values()) + ".\n"
     )
 
 

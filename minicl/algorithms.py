@@ -201,8 +201,11 @@ def probe_algorithms(
     model = model_from_state(state)
     n_points = task_cfg["curriculum"]["points"]["end"]
     k = min(task.n_dims if k is None else k, n_points - 1)
+    given = {"k": k, "n_prompts": n_prompts if n_prompts != 1280 else None, "seed": seed or None}
+    options = "".join(f" {key}={value}" for key, value in given.items() if value is not None)
     report = {
         "sweep": "algorithms",
+        "command": f"python -m minicl.explore run={run} sweep=algorithms{options}",
         "run": str(run),
         "task": task.name,
         "n_dims": task.n_dims,

@@ -8,6 +8,8 @@ table.
 """
 
 import dataclasses
+import shlex
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -130,9 +132,11 @@ def evaluate(
     bootstrap: int = 1000,
     progress: bool = True,
     pool_seed: int | None = None,
+    command: str | None = None,
 ) -> dict:
-    """Evaluate every predictor on every setting; writes out_dir/metrics.json and out_dir/plots/.
-    A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
+    """Evaluate every predictor on every setting; writes out_dir/metrics.json (with `command`, the
+    command line that asked for it, when given) and out_dir/plots/. A task with a finite pool
+    (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
     task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     num_tasks = task_cfg.get("num_tasks")
@@ -142,20 +146,18 @@ def evaluate(
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
-    metrics |= {"n_prompts": n_prompts, "seed": seed, "settings": {}}
+    metrics |= {"n_prompts": n_prompts, "seed": seed} | ({"command": command} if command else {}) | {"settings": {}}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks}
     pool["pool_seed"] = seed if pool_seed is None else pool_seed
     for setting in settings:
         p = setting_prompts(setting, task, n_prompts, n_points, seed, device, **pool)
-        metrics["settings"][setting] = entry = setting_entry(task, p.targets)
+        metrics["settings"][setting] = entry = setting_entry(p.task, p.targets)  # a component: its own normaliser
         for label, predictor in predictors.items():
             bar.set_postfix_str(f"{setting}: {label}")
             preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            entry["models"][label] = summarise(
-                pointwise_metric(p.task, preds, p.targets, task.normaliser), bootstrap, gen
-            )
+            entry["models"][label] = summarise(pointwise_metric(p.task, preds, p.targets), bootstrap, gen)
             bar.update(1)
         setting_figure(setting, entry, out_dir / "plots" / f"{setting}.png")
     bar.close()
@@ -203,8 +205,10 @@ def evaluate_run(
     model = model_from_state(state).to(resolve_device(device))
     predictors: dict[str, Predictor] = {model.config.arch: model}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
-        baselines = default_baselines(task_cfg)
-    predictors |= load_baselines(with_components(baselines, task_cfg))
+        baselines = default_baselines(task_cfg)  # a mixture's completed there
+    else:
+        baselines = with_components(baselines, task_cfg)
+    predictors |= load_baselines(baselines)
     pool_seed = state["config"]["trainer"]["seed"]  # the pool a run trains on is drawn from its seed
     predictors |= pool_baselines(task_cfg, pool_seed)
     kwargs.setdefault("seed", pool_seed)
@@ -234,6 +238,7 @@ def main(cfg: DictConfig) -> None:
         settings=cfg.settings,
         batch_size=cfg.batch_size,
         bootstrap=cfg.bootstrap,
+        command=" ".join(["python -m minicl.evaluate", *map(shlex.quote, sys.argv[1:])]),
     )
     baselines = plain(cfg.baselines)
     if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task

@@ -278,7 +278,8 @@ class Mixture(Task):
     """Each prompt draws one of `components` (task configs: {name: <task>, its own fields}; n_dims
     is the mixture's) with probability `weights` (default: equal; normalised). Its parameters hold
     the component of each prompt ("component") and every component's parameters ("<i>.<key>"),
-    so a finite pool keeps whole prompts' functions. Regression components only."""
+    so a finite pool keeps whole prompts' functions; every component labels every prompt and each
+    keeps its own (C times one task's work, for simple, fixed shapes). Regression components only."""
 
     components: Any = None
     weights: Any = None
@@ -323,7 +324,9 @@ class Mixture(Task):
         return {key.split(".", 1)[1]: value for key, value in params.items() if key.startswith(f"{i}.")}
 
     def select(self, params: Params, each: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(each, -1).gather(-1, params["component"][:, None, None].expand(*each[0].shape, 1))[..., 0]
+        """Each prompt's row of its own component's labels, from every component's (B, N)."""
+        which = params["component"]
+        return torch.stack(each)[which, torch.arange(len(which), device=which.device)]
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
         return self.select(
