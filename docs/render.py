@@ -14,7 +14,8 @@ claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed
 sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's closest
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
-with VIEW `selection`: the algorithm-selection criterion per seed), a shipped model's record as
+with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
+as R² per table (VIEW `contexts`: per context length), a shipped model's record as
 its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON is a table of
 measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as it stands,
 with its source (the machine and the command that measured it) below.
@@ -264,6 +265,42 @@ def selection_table(runs: dict[str, dict]) -> str:
     )
 
 
+def real_tables_table(report: dict, view: str | None) -> str:
+    """examples/real_data.py's JSON: R² per table and model at 40 context rows (mean over the splits),
+    their mean and the criterion's verdict; VIEW `contexts`: the mean over the tables at each context."""
+    results, tables = report["results"], report["tables"]
+    first = next(iter(results.values()))
+    models = list(next(iter(first.values())))
+    if view == "contexts":
+        rows = [
+            [f"{c} rows", *(f"{sum(r[c][m]['mean'] for r in results.values()) / len(results):.3f}" for m in models)]
+            for c in first
+        ]
+        return markdown(["context", *models], rows) + f"\nMean R² over {len(results)} tables: `{report['command']}`.\n"
+    at = str(report["criterion"]["context"])
+    rows = [
+        [t, tables[t]["features"], tables[t]["rows"], *(f"{results[t][at][m]['mean']:.3f}" for m in models)]
+        for t in results
+    ]
+    means = [f"**{sum(results[t][at][m]['mean'] for t in results) / len(results):.3f}**" for m in models]
+    rows.append(["**mean**", "", "", *means])
+    lines = [
+        f"{v['model']}: {v['mean_gap']:+.3f} against RidgeCV on the mean, worst table {v['worst_table']} "
+        f"({v['worst_gap']:+.3f}), below the context mean on {', '.join(v['tables_below_context_mean']) or 'none'}: "
+        f"criterion **{'holds' if v['holds'] else 'does not hold'}**"
+        for v in report.get("verdicts", [])
+    ]
+    seconds = {m: sum(r[at][m]["seconds"] for r in results.values()) / len(results) for m in models}
+    timing = ", ".join(f"{m} {1000 * sec:.0f} ms" for m, sec in seconds.items())
+    return markdown(["table", "features", "rows", *models], rows) + (
+        f"\nR² on the rows outside a {at}-row context, mean over {len(report['seeds'])} random splits. "
+        + "; ".join(lines)
+        + f". Fit and predict per split, mean over the tables: {timing}; a 40-row context and 1000 rows "
+        f"predicted: {report['predict_1000_rows_seconds']:.3f} s. `{report['command']}` on {report['machine']['cpu']} "
+        f"({report['machine']['kernels']}), commit {str(report['commit'])[:7]}.\n"
+    )
+
+
 def render(path: str, view: str | None) -> str:
     if "*" in path:  # several explore sweep=algorithms JSONs, side by side
         found = sorted(DOCS.glob(path))
@@ -280,6 +317,8 @@ def render(path: str, view: str | None) -> str:
         return algorithms_table(data)
     if "sweep" in data:  # explore's <sweep>.json
         return sweep_table(data)
+    if "verdicts" in data:  # examples/real_data.py's JSON
+        return real_tables_table(data, view)
     if "benchmarks" in data:  # pytest-benchmark's JSON
         return benchmark_table(data)
     if view == "components":  # a mixture's metrics.json

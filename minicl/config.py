@@ -63,8 +63,12 @@ class TrainerSchema:
     # true: bf16 (faster, measured less accurate: README); null: bf16 where fast (CUDA, CPUs with native bf16)
     curriculum: bool = True
     # all: the loss of every prediction in the prompt (the paper's); last: only of the prediction after
-    # the whole prompt (von Oswald et al.'s, experiment=lsa_gd)
-    loss_on: Literal["all", "last"] = "all"
+    # the whole prompt (von Oswald et al.'s, experiment=lsa_gd); queries: as ICLRegressor predicts, each
+    # step a context of min_context..curriculum points rows (uniform), standardised on it
+    # (minicl.tasks.standardize), and trainer.queries rows more, each predicted from the context alone
+    loss_on: Literal["all", "last", "queries"] = "all"
+    queries: int = 16
+    min_context: int = 1
     checkpoint_every: int = 1000
     snapshot_every: int = 100_000  # permanent model_<step>.pt; 0 turns them off
     log_every: int = 100
@@ -268,11 +272,11 @@ def check_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first inconsistent value; run before any work starts."""
     if cfg.task.n_dims <= 0:
         raise ValueError(f"task.n_dims must be positive, got {cfg.task.n_dims}")
-    check_curriculum(cfg.task, cfg.trainer.curriculum, model_config(cfg).max_points)
+    check_curriculum(cfg.task, cfg.trainer.curriculum, model_config(cfg).max_points, cfg.trainer.loss_on == "queries")
     check_trainer(cfg.trainer)
 
 
-def check_curriculum(t: DictConfig, enabled: bool, max_points: int | None) -> None:
+def check_curriculum(t: DictConfig, enabled: bool, max_points: int | None, queries: bool = False) -> None:
     for axis in ("dims", "points"):
         s = t.curriculum[axis]
         if not 0 < s.start <= s.end or s.inc < 0 or s.interval <= 0:
@@ -284,12 +288,22 @@ def check_curriculum(t: DictConfig, enabled: bool, max_points: int | None) -> No
     if dims.end > t.n_dims:
         raise ValueError(f"task.curriculum.dims.end={dims.end} is above task.n_dims={t.n_dims}")
     task_from_config(t).check_active_dims(dims.start if enabled else dims.end)
-    if max_points is not None and points.end > max_points:
-        raise ValueError(f"task.curriculum.points.end={points.end} is above model.n_positions={max_points}")
+    if max_points is not None and points.end + queries > max_points:
+        room = " less the queries' position" * queries
+        raise ValueError(f"task.curriculum.points.end={points.end} is above model.n_positions={max_points}{room}")
 
 
 def check_trainer(tr: DictConfig) -> None:
-    for name in ("steps", "batch_size", "checkpoint_every", "log_every", "eval_prompts", "snapshot_every"):
+    for name in (
+        "steps",
+        "batch_size",
+        "checkpoint_every",
+        "log_every",
+        "eval_prompts",
+        "snapshot_every",
+        "queries",
+        "min_context",
+    ):
         value, least = tr[name], 0 if name in ("steps", "snapshot_every") else 1
         if value < least:
             raise ValueError(f"trainer.{name} must be >= {least}, got {value}")

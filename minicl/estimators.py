@@ -2,15 +2,18 @@
 
 `fit(X, y)` only keeps the context; `predict(X)` reads the context once and predicts every query
 row from it (the transformer's one pass, `after_prompt`). The default model is the shipped
-`linear_d20` (linear functions of up to 20 features).
+`tables` model (task=tables: a prior over small real tables of up to 20 features and up to 100
+rows, trained as the regressor reads a table).
 
-The model saw inputs x ~ N(0, I) of width n_dims, and labels on the scale of its training task.
-So X is standardised on the context (each feature to mean 0 and variance 1; `standardize=False`
-leaves it as given), narrower inputs are zero-padded, and more features than n_dims are an error.
-The regressor standardises y on the context too, scales it to sqrt(features) (the spread of
-x . w for w ~ N(0, I) on that many features, as in training), and maps the predictions back. A
-context longer than the model's positions allow (n_positions - 1 pairs) is an error, or with
-`long_context="subsample"` a random subset of that many pairs (seeded by `random_state`).
+A table is read as the model was trained: X and y standardised on the context (each feature and
+the label to mean 0 and variance 1, minicl.tasks.standardize; `standardize=False` leaves X as
+given), zero-padded to the model's n_dims, and the predictions mapped back; more features than
+n_dims are an error. Models trained on other tasks saw labels spread as x . w for w ~ N(0, I), so
+for them y is scaled to sqrt(features) after standardising. `n_estimators` averages the
+predictions over random orders of the features (the first reads them as given) and, for a context
+longer than the model's positions allow (n_positions - 1 rows), over random subsets of that many
+rows (`long_context="subsample"`, the default; "error" refuses such a context), seeded by
+`random_state`.
 """
 
 import copy
@@ -24,21 +27,27 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from minicl.model import PromptModel
-from minicl.rundir import load_model
+from minicl.rundir import model_from_state, read_run
+from minicl.tasks import context_stats, standardize
 
-DEFAULT_MODEL = "pretrained:linear_d20"
+DEFAULT_MODEL = "pretrained:tables"
+CLASSIFIER_MODEL = "pretrained:linear_d20"
 
 
 class _InContext(BaseEstimator):
+    labels_as_given = False  # the classifier's ±1 labels are read as they are
+
     def __init__(
         self,
         model=DEFAULT_MODEL,
+        n_estimators: int = 1,
         standardize: bool = True,
-        long_context: str = "error",
+        long_context: str = "subsample",
         random_state: int = 0,
         batch_size: int = 512,
     ):
         self.model = model
+        self.n_estimators = n_estimators
         self.standardize = standardize
         self.long_context = long_context
         self.random_state = random_state
@@ -48,7 +57,7 @@ class _InContext(BaseEstimator):
         if isinstance(self.model, PromptModel):
             return copy.deepcopy(self.model).eval()  # the caller's model stays as it was
         if isinstance(self.model, (str, Path)):
-            return load_model(self.model)
+            return model_from_state(read_run(self.model))
         raise TypeError(
             f"model must be a minicl model (minicl.model.build_model), a run directory or "
             f"'pretrained:<name>', got {type(self.model).__name__}"
@@ -57,6 +66,8 @@ class _InContext(BaseEstimator):
     def _fit_context(self, X, y):
         if self.long_context not in ("error", "subsample"):
             raise ValueError(f"long_context must be 'error' or 'subsample', got {self.long_context!r}")
+        if not (isinstance(self.n_estimators, int) and self.n_estimators >= 1):
+            raise ValueError(f"n_estimators must be a positive integer, got {self.n_estimators!r}")
         self.model_ = self._model()
         c = self.model_.config
         if X.shape[1] > c.n_dims:
@@ -64,57 +75,87 @@ class _InContext(BaseEstimator):
                 f"X has {X.shape[1]} features but the model reads at most n_dims={c.n_dims}; "
                 "select or project features first (e.g. sklearn's PCA in a Pipeline)"
             )
-        room = None if c.max_points is None else c.max_points - 1  # one position is the queries'
-        if room is not None and len(X) > room:
-            if self.long_context == "error":
-                raise ValueError(
-                    f"the context has {len(X)} examples but the model has room for {room} "
-                    f"(n_positions={c.n_positions}); pass long_context='subsample' to use a random {room}"
-                )
-            keep = np.sort(np.random.default_rng(self.random_state).choice(len(X), room, replace=False))
-            X, y = X[keep], y[keep]
-        self.x_mean_ = X.mean(0) if self.standardize else np.zeros(X.shape[1])
-        self.x_scale_ = _spread(X.std(0)) if self.standardize else np.ones(X.shape[1])
-        self.context_x_ = self._inputs(X)
-        self.context_y_ = torch.as_tensor(y, dtype=torch.float32)
+        room = len(X) if c.max_points is None else min(len(X), c.max_points - 1)  # one position is the queries'
+        if room < len(X) and self.long_context == "error":
+            raise ValueError(
+                f"the context has {len(X)} examples but the model has room for {room} "
+                f"(n_positions={c.n_positions}); pass long_context='subsample' to use random subsets of {room}"
+            )
+        rng = np.random.default_rng(self.random_state)
+        self.members_ = [  # (rows, feature order) of each member of the ensemble
+            (
+                np.arange(room) if room == len(X) else np.sort(rng.choice(len(X), room, replace=False)),
+                np.arange(X.shape[1]) if i == 0 else rng.permutation(X.shape[1]),
+            )
+            for i in range(self.n_estimators)
+        ]
+        self.context_x_, self.context_y_ = torch.as_tensor(X), torch.as_tensor(y, dtype=torch.float64)
         return self
-
-    def _inputs(self, X) -> torch.Tensor:
-        x = torch.as_tensor(((np.asarray(X, dtype=np.float64) - self.x_mean_) / self.x_scale_).astype(np.float32))
-        return torch.nn.functional.pad(x, (0, self.model_.config.n_dims - x.shape[1]))
 
     @torch.no_grad()
     def _raw_predict(self, X) -> np.ndarray:
+        """The mean over the ensemble of the model's predictions, on the scale of the context's y."""
         check_is_fitted(self)
-        queries = self._inputs(validate_data(self, X, reset=False, dtype=np.float64))  # (Q, D)
-        xs, ys = self.context_x_[None], self.context_y_[None]
+        queries = torch.as_tensor(validate_data(self, X, reset=False, dtype=np.float64))
+        total = torch.zeros(len(queries), dtype=torch.float64)
+        for rows, order in self.members_:
+            xs = torch.cat((self.context_x_[rows], queries))[:, order][None]  # (1, C + Q, F)
+            total += self._read(xs, self.context_y_[rows][None])
+        return (total / len(self.members_)).numpy()
+
+    def _read(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        """Predictions for rows C.. of xs (1, C + Q, F) from the first C (their labels ys (1, C))."""
+        C, n_dims = ys.shape[1], self.model_.config.n_dims
+        x, y = standardize(xs, torch.cat((ys, ys.new_zeros(1, xs.shape[1] - C)), dim=1), C)
+        mean, scale = context_stats(ys, C)
+        if self.labels_as_given:
+            y, mean, scale = ys, torch.zeros_like(mean), torch.ones_like(scale)
+        spread = self._label_spread(xs.shape[-1])
+        x = torch.nn.functional.pad(x if self.standardize else xs, (0, n_dims - xs.shape[-1])).float()
+        context_y = (y[:, :C] * spread).float()
         out = [
-            self.model_.after_prompt(xs, ys, queries[None, i : i + self.batch_size])[0]
-            for i in range(0, len(queries), self.batch_size)
+            self.model_.after_prompt(x[:, :C], context_y, x[:, C + i : C + i + self.batch_size])[0]
+            for i in range(0, xs.shape[1] - C, self.batch_size)
         ]
-        return torch.cat(out).numpy().astype(np.float64)
+        return torch.cat(out).double() / spread * scale[0, 0] + mean[0, 0]
 
-
-def _spread(std: np.ndarray) -> np.ndarray:
-    """A scale to divide by: std, or 1 where it is 0 (a constant feature or label)."""
-    return np.where(std > 0, std, 1.0)
+    def _label_spread(self, features: int) -> float:
+        """The spread the model saw labels at: 1 for models trained on task=tables and for
+        classifiers, else sqrt(features), the spread of x . w with w ~ N(0, I)."""
+        return (
+            1.0 if self.labels_as_given or getattr(self.model_, "trained_on", None) == "tables" else math.sqrt(features)
+        )
 
 
 class ICLRegressor(RegressorMixin, _InContext):
-    """A trained in-context regressor (linear, sparse_linear, relu_2nn, ... models) as an sklearn
-    regressor; y of any scale and offset (standardised on the context, mapped back)."""
+    """A trained in-context regressor as an sklearn regressor; y of any scale and offset
+    (standardised on the context, mapped back)."""
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        self.y_mean_, self.y_scale_ = y.mean(), _spread(y.std()) / math.sqrt(X.shape[1])
-        return self._fit_context(X, (y - self.y_mean_) / self.y_scale_)
+        return self._fit_context(X, y)
 
     def predict(self, X) -> np.ndarray:
-        return self._raw_predict(X) * self.y_scale_ + self.y_mean_
+        return self._raw_predict(X)
 
 
 class ICLClassifier(ClassifierMixin, _InContext):
-    """A trained linear_classification model as an sklearn binary classifier (labels as ±1 in context)."""
+    """A trained linear_classification model as an sklearn binary classifier (labels as ±1 in
+    context). No shipped model is trained on real tables for classification: the default,
+    linear_d20, reads linear functions' signs, so this is for synthetic tasks."""
+
+    labels_as_given = True
+
+    def __init__(
+        self,
+        model=CLASSIFIER_MODEL,
+        n_estimators: int = 1,
+        standardize: bool = True,
+        long_context: str = "subsample",
+        random_state: int = 0,
+        batch_size: int = 512,
+    ):
+        super().__init__(model, n_estimators, standardize, long_context, random_state, batch_size)
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=np.float64)

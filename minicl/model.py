@@ -199,6 +199,7 @@ class PromptModel(nn.Module):
     ln_f: nn.LayerNorm
     read_out: nn.Linear
     positions: ClassVar[bool] = True  # reads positions (learned ones bound the prompt's length)
+    trained_on: str | None = None  # the task name of its training run, when loaded or trained by minicl
 
     def tokens(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
         """x1, y1, x2, y2, ... through read_in: (B, 2N, width)."""

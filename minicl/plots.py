@@ -358,3 +358,46 @@ def algorithms_figure(report: dict, path: Path) -> None:
         )
         ax.figure.colorbar(image, ax=ax, fraction=0.03)
     save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- examples/real_data.py
+
+
+def real_tables_figure(report: dict, path: Path, floor: float = -0.5) -> None:
+    """R² per table (rows) of every model (its own colour and marker), a panel per context length;
+    R² below `floor` is drawn at the floor, as an open marker."""
+    results = report["results"]
+    tables = list(results)
+    contexts = list(results[tables[0]])
+    names = list(results[tables[0]][contexts[0]])
+    fig, axes = panel_grid(len(contexts), 4.2, 0.32 * len(tables) + 1.4, cols=3, sharey=True)
+    markers = "oDs^vP*X"
+    for ax, context in zip(axes, contexts):
+        for i, name in enumerate(names):
+            r2 = np.array([results[t][context][name]["mean"] for t in tables])
+            rows = np.arange(len(tables)) + (i - (len(names) - 1) / 2) * 0.12
+            color = f"C{i}"
+            ax.scatter(
+                np.maximum(r2, floor),
+                rows,
+                s=22,
+                marker=markers[i % len(markers)],
+                label=name,
+                facecolors=np.where(r2 < floor, "none", color),
+                edgecolors=color,
+                linewidths=1,
+            )
+        ax.axvline(0, color="grey", lw=0.6)
+        ax.set(
+            xlim=(floor - 0.05, 1.0),
+            xlabel="R² on the held-out rows (mean over splits)",
+            title=f"{context} context rows, {len(report['seeds'])} splits",
+        )
+        ax.set_yticks(range(len(tables)), tables)
+        ax.invert_yaxis() if ax is axes[0] else None
+        ax.grid(axis="x", alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"ICLRegressor ({report['model']}) and scikit-learn's regressors on real tables", fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(names) / 3), 1, 1))
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)

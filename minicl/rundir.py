@@ -151,6 +151,7 @@ def model_from_state(state: dict) -> PromptModel:
     """The model a checkpoint (as read_run returns it) holds, in eval mode."""
     model = build_model(ModelConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
+    model.trained_on = (state.get("config") or {}).get("task", {}).get("name")
     return model.eval()
 
 

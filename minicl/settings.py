@@ -56,6 +56,7 @@ class Draw:
 
     def labelled(self, params, xs: torch.Tensor, queries: torch.Tensor | None = None, task=None) -> Prompts:
         task = task or self.task
+        xs, queries = task.inputs(params, xs), queries if queries is None else task.inputs(params, queries)
         ys = task.apply(params, xs, self.gens["noise"])
         targets = ys if queries is None else task.apply(params, queries, self.gens["noise"])
         return Prompts(xs, ys, queries, targets, task, task.mean(params, xs if queries is None else queries))

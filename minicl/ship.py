@@ -6,9 +6,22 @@ they follow when a claim config changes. With no NAME, every one of SOURCES.
 import sys
 from pathlib import Path
 
+import torch
+from omegaconf import OmegaConf
+
 from minicl.common import save_atomic, write_json
 from minicl.reproduce import CLAIMS, evaluated, training_curve
-from minicl.rundir import SHIPPED, git_commit, latest_checkpoint, machine, read_provenance, training_seconds
+from minicl.rundir import (
+    SHIPPED,
+    git_commit,
+    latest_checkpoint,
+    machine,
+    model_from_state,
+    read_provenance,
+    read_run,
+    training_seconds,
+)
+from minicl.train import queries_errors
 
 SOURCES = {  # name: (the run directory it ships, the command that trains it there)
     **{claim: (f"runs/claims/cpu/{claim}/seed0", f"python -m minicl.reproduce claims=[{claim}]") for claim in CLAIMS},
@@ -22,6 +35,7 @@ SOURCES = {  # name: (the run directory it ships, the command that trains it the
             ("linear_d20", "linear"),
             ("linear_deep", "linear"),
             ("noise_mixture", "mixture"),
+            ("tables", "tables"),
         )
     },
 }
@@ -41,32 +55,55 @@ def ship(
             + (f": {SOURCES[name][1]}" if name in SOURCES else "")
         )
     save_atomic({key: state[key] for key in ("model", "model_config", "config", "step")}, Path(to) / f"{name}.pt")
-    metrics = evaluated(run_dir, n_prompts, device)
-    standard = metrics["settings"]["standard"]
     provenance = read_provenance(run_dir)
     record = {
         "name": name,
-        "task": metrics["task"],
-        "n_dims": metrics["n_dims"],
-        "n_points": metrics["n_points"],
+        "task": state["config"]["task"]["name"],
+        "n_dims": state["config"]["task"]["n_dims"],
+        "n_points": state["config"]["task"]["curriculum"]["points"]["end"],
         "steps": state["step"],
         "config": state["config"],
         "command": provenance.command if provenance else SOURCES.get(name, (None, None))[1],
         "commit": provenance.commit if provenance else f"{git_commit()} (when shipped: the run recorded none)",
         "machine": provenance.machine if provenance else machine(),
         "train_seconds": training_seconds(run_dir),
-        "evaluation": {
+    }
+    if state["config"]["trainer"]["loss_on"] == "queries":
+        record |= {"evaluation": queries_evaluation(run_dir, n_prompts, device), "curve": {"steps": []}}
+    else:
+        metrics = evaluated(run_dir, n_prompts, device)
+        standard = metrics["settings"]["standard"]
+        record["evaluation"] = {
             "setting": "standard",
             "n_prompts": n_prompts,
             "seed": metrics["seed"],
             "metric": standard["metric"],
             "trivial": standard["trivial"],
             "models": standard["models"],
-        },
-        "curve": training_curve(run_dir, range(metrics["n_points"]), metrics, device),
-    }
+        }
+        record["curve"] = training_curve(run_dir, range(metrics["n_points"]), metrics, device)
     write_json(Path(to) / f"{name}.json", record)
     return record
+
+
+def queries_evaluation(run_dir: Path, n_prompts: int, device: str, seed: int = 0) -> dict:
+    """A model trained as ICLRegressor reads (trainer.loss_on=queries): its squared error on the
+    standardised labels after each context length (minicl.train.queries_errors), with the standard
+    error of each mean, beside ridge's and the context mean's."""
+    state = read_run(run_dir)
+    errors = queries_errors(
+        model_from_state(state), OmegaConf.create(state["config"]), n_prompts, seed, torch.device(device)
+    )
+    return {
+        "setting": "queries",
+        "n_prompts": n_prompts,
+        "seed": seed,
+        "metric": "squared error on labels standardised on the context",
+        "contexts": {
+            c: {name: {"mean": e.mean().item(), "sem": (e.std() / len(e) ** 0.5).item()} for name, e in by_name.items()}
+            for c, by_name in errors.items()
+        },
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -74,6 +111,13 @@ def main(argv: list[str]) -> None:
         if name not in SOURCES:
             raise SystemExit(f"unknown shipped model {name!r}; known: {sorted(SOURCES)}")
         record = ship(name)
+        if record["evaluation"]["setting"] == "queries":
+            errors = record["evaluation"]["contexts"][str(min(40, record["n_points"]))]
+            print(
+                f"shipped {name}: {record['task']}, {record['steps']} steps, error after 40 rows "
+                f"{errors['model']['mean']:.4f} (ridge {errors['ridge']['mean']:.4f}) ({SHIPPED / name}.pt)"
+            )
+            continue
         model = record["config"]["model"]["arch"]
         k = min(2 * record["n_dims"], record["n_points"] - 1)
         print(

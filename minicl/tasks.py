@@ -94,6 +94,11 @@ class Task:
         """f(xs) (B, N) for each prompt's function."""
         raise NotImplementedError
 
+    def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        """The prompts' inputs, given x ~ N(0, I) (B, N, D) with the inactive dims zeroed: as they
+        are, unless the task shapes its own (tables)."""
+        return xs
+
     def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
         """f(xs) (B, N) without label noise (a noisy task overrides it)."""
         return self.apply(params, xs)
@@ -341,6 +346,108 @@ class Mixture(Task):
         return float(sum(p * part.normaliser for p, part in zip(self.probs.tolist(), self.parts)))
 
 
+@register("tables")
+@dataclass
+class Tables(Task):
+    """A prior over small real tables (ICLRegressor's default model is trained on it). Per prompt:
+    the number of features, uniform in 1..active dims (the rest zero, as the regressor pads a
+    table); each feature's shape (normal, skewed, binary or ordinal; correlated by a random mixing
+    of strength up to `correlation`); the function, linear, sparse linear (a uniform number of
+    the features) or a 2-layer ReLU net of `hidden` units with biases, at odds `linear`:`sparse`:`relu`;
+    and label noise of std noise x the signal's spread over the prompt, noise log-uniform in
+    [noise_min, noise_max]. Trained as ICLRegressor predicts (trainer.loss_on=queries): prompts
+    standardised on their context (`standardize`), queries read after it."""
+
+    linear: float = 1.0
+    sparse: float = 1.0
+    relu: float = 1.0
+    hidden: int = 16
+    correlation: float = 1.0
+    noise_min: float = 0.03
+    noise_max: float = 3.0
+
+    def __post_init__(self):
+        odds = [self.linear, self.sparse, self.relu]
+        if min(odds) < 0 or not sum(odds) > 0:
+            raise ValueError(f"task.linear, sparse, relu are odds: non-negative with a positive sum, got {odds}")
+        if not 0 < self.noise_min <= self.noise_max:
+            raise ValueError(f"need 0 < noise_min <= noise_max, got {self.noise_min} and {self.noise_max}")
+        self.odds = torch.tensor(odds, dtype=torch.float64) / sum(odds)
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        D, H = self.n_dims, self.hidden
+
+        def uniform(*shape: int) -> torch.Tensor:
+            return torch.rand(*shape, generator=gen, device=gen.device)
+
+        features = 1 + (uniform(batch) * n_active).long()  # (B,) in 1..n_active
+        active = torch.arange(D, device=gen.device) < features[:, None]  # (B, D)
+        used = 1 + (uniform(batch) * features).long()  # the sparse function's support size
+        ranks = torch.where(active, uniform(batch, D), 2.0).argsort(1).argsort(1)
+        log_noise = math.log(self.noise_min) + uniform(batch) * math.log(self.noise_max / self.noise_min)
+        return {
+            "active": active.float(),
+            "support": (ranks < used[:, None]).float(),
+            "kind": torch.multinomial(self.odds.to(gen.device), batch, replacement=True, generator=gen),
+            "shape": (uniform(batch, D) * 4).long(),  # normal, skewed, binary, ordinal
+            "cut": _randn(gen, batch, D) * 0.7,  # where a binary feature splits
+            "mixing": _randn(gen, batch, D, D) * (self.correlation * uniform(batch, 1, 1) / math.sqrt(D)),
+            "w": _randn(gen, batch, D),
+            "w1": _randn(gen, batch, D, H),
+            "b1": _randn(gen, batch, H),
+            "w2": _randn(gen, batch, H),
+            "noise": log_noise.exp(),
+        }
+
+    def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        active = params["active"][:, None]  # (B, 1, D)
+        xs = xs * active
+        xs = (xs + xs @ params["mixing"].to(xs)) * active
+        xs = xs / xs.std(1, keepdim=True).clamp_min(1e-6) * active  # each feature's spread 1 over the prompt
+        skewed = (xs.exp() - math.exp(0.5)) / math.sqrt((math.e - 1) * math.e)
+        binary = torch.where(xs > params["cut"][:, None].to(xs), 1.0, -1.0)
+        ordinal = torch.round(xs * 1.5) / 1.5
+        shape = params["shape"][:, None].expand_as(xs)
+        warped = torch.stack((xs, skewed, binary, ordinal)).gather(0, shape[None]).squeeze(0)
+        return warped * active
+
+    def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        linear = (xs @ params["w"].unsqueeze(-1)).squeeze(-1)
+        sparse = (xs @ (params["w"] * params["support"]).unsqueeze(-1)).squeeze(-1)
+        hidden = torch.relu(xs @ params["w1"] + params["b1"][:, None])  # (B, N, H)
+        relu = math.sqrt(2 / self.hidden) * (hidden @ params["w2"].unsqueeze(-1)).squeeze(-1)
+        kind = params["kind"]
+        return torch.stack((linear, sparse, relu))[kind, torch.arange(len(kind), device=kind.device)]
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        if noise_gen is None:
+            raise ValueError("tables needs the noise generator")
+        f = self.mean(params, xs)
+        spread = f.std(1, keepdim=True) * params["noise"][:, None]
+        return f + spread * torch.randn(f.shape, generator=noise_gen, device=noise_gen.device)
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0  # labels are standardised on the context
+
+
+def context_stats(values: torch.Tensor, n_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale over the first n_context rows (dim 1) of each prompt: the spread, or 1 where
+    it is (numerically) 0, such as a constant or zero-padded feature, which is then only centred."""
+    context = values[:, :n_context]
+    std = context.std(1, correction=0, keepdim=True)
+    scale = torch.where(std > 1e-12 * (1 + context.abs().amax(1, keepdim=True)), std, 1.0)
+    return context.mean(1, keepdim=True), scale
+
+
+def standardize(xs: torch.Tensor, ys: torch.Tensor, n_context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts (B, N, D), (B, N) standardised on their first n_context rows, as ICLRegressor reads a
+    table: each feature and the label to mean 0 and spread 1 over the context; the rows after the
+    context with the same shift and scale."""
+    (x_mean, x_scale), (y_mean, y_scale) = context_stats(xs, n_context), context_stats(ys, n_context)
+    return (xs - x_mean) / x_scale, (ys - y_mean) / y_scale
+
+
 def build_task(name: str, **params) -> Task:
     """The task `name`, given the parameters its class takes (others are ignored)."""
     if name not in TASKS:
@@ -420,6 +527,7 @@ class PromptSampler:
         else:
             xs = self.input_pool[index]  # advanced indexing copies
             xs[..., n_active:] = 0
+        xs = self.task.inputs(params, xs)
         return xs, self.task.apply(params, xs, self.gens["noise"])
 
     def state_dict(self) -> dict[str, torch.Tensor]:

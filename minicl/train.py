@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ from minicl.config import (
 )
 from minicl.evaluate import evaluate_run
 from minicl.model import ModelConfig, PromptModel, build_model
-from minicl.tasks import PromptSampler, Task, curriculum_at, make_generators
+from minicl.tasks import PromptSampler, Task, curriculum_at, make_generators, standardize
 from minicl.tracking import Tracker, make_tracker
 
 register_schemas()
@@ -73,6 +74,8 @@ def learning_rate(tr, step: int) -> float:
 def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
     """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
     prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
+    if cfg.trainer.loss_on == "queries":
+        return queries_report(model, cfg, device, run_dir)
     n_points = cfg.task.curriculum.points.end
     k = min(2 * cfg.task.n_dims, n_points - 1)
     xs, ys = standard_prompts(task, cfg.trainer.eval_prompts, n_points, cfg.trainer.seed, device)
@@ -87,6 +90,38 @@ def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.
     metric = "accuracy" if task.classification else "normalised squared error"
     line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
     print(f"{metric} at k={k} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
+    return report
+
+
+@torch.no_grad()
+def queries_errors(model: PromptModel, cfg: DictConfig, n_prompts: int, seed: int, device: torch.device) -> dict:
+    """trainer.loss_on=queries: each prompt's mean squared error on the standardised labels of
+    trainer.queries rows after contexts of 10, 20, 40 and the most rows (fresh prompts of `seed`),
+    for the model, ridge (lam = 1) on the same standardised context and the context's mean (0):
+    {context: {name: (n_prompts,)}}."""
+    tr, most = cfg.trainer, cfg.task.curriculum.points.end
+    sampler = PromptSampler(task_from_config(cfg.task), most + tr.queries, make_generators(seed, device, "eval"))
+    raw_xs, raw_ys = sampler.sample(n_prompts)
+    model.eval()
+    errors = {}
+    for c in sorted({min(c, most) for c in (10, 20, 40, most)}):
+        rows = torch.cat((torch.arange(c), torch.arange(most, most + tr.queries)))
+        xs, ys = standardize(raw_xs[:, rows], raw_ys[:, rows], c)
+        cx, cy, qx, qy = xs[:, :c], ys[:, :c], xs[:, c:], ys[:, c:]
+        eye = torch.eye(xs.shape[-1], device=device)
+        w = torch.linalg.solve(cx.mT @ cx + eye, (cx.mT @ cy[..., None]))[..., 0]
+        preds = {"model": model.after_prompt(cx, cy, qx), "ridge": (qx @ w[..., None])[..., 0], "mean": 0 * qy}
+        errors[str(c)] = {name: ((p - qy) ** 2).mean(1) for name, p in preds.items()}
+    return errors
+
+
+def queries_report(model: PromptModel, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
+    """queries_errors' means on trainer.eval_prompts prompts, printed and written to run_dir/final_eval.json."""
+    errors = queries_errors(model, cfg, cfg.trainer.eval_prompts, cfg.trainer.seed, device)
+    report = {c: {name: e.mean().item() for name, e in by_name.items()} for c, by_name in errors.items()}
+    write_json(run_dir / "final_eval.json", report)
+    for c, means in report.items():
+        print(f"squared error after {c} context rows: " + ", ".join(f"{k} {v:.4f}" for k, v in means.items()))
     return report
 
 
@@ -112,16 +147,27 @@ class TrainStep:
         last_only: bool = False,
         wrapper=None,
         compile_mode: str = "default",
+        queries: int = 0,
     ):
         self.model, self.opt, self.task, self.amp, self.grad_clip = model, opt, task, amp, grad_clip
-        self.skip_nonfinite, self.skipped, self.last_only = skip_nonfinite, 0, last_only
+        self.skip_nonfinite, self.skipped, self.last_only, self.queries = skip_nonfinite, 0, last_only, queries
         self.device = next(model.parameters()).device
         wrapped = wrapper(model) if wrapper is not None else model  # e.g. DistributedDataParallel
-        self.forward = torch.compile(wrapped, mode=compile_mode) if compile else wrapped
-        self.static_shapes = compile
+        if queries:  # the context's length changes every step: dynamic shapes
+            self.forward = torch.compile(model.after_prompt, dynamic=True) if compile else model.after_prompt
+        else:
+            self.forward = torch.compile(wrapped, mode=compile_mode) if compile else wrapped
+        self.static_shapes = compile and not queries
         self.positions = torch.arange(n_points_max, device=self.device)
 
     def __call__(self, xs: torch.Tensor, ys: torch.Tensor, n_points: int) -> torch.Tensor:
+        if self.queries:  # a context of n_points rows and the prompt's last `queries` rows, as ICLRegressor reads them
+            rows = torch.cat((torch.arange(n_points), torch.arange(xs.shape[1] - self.queries, xs.shape[1])))
+            xs, ys = standardize(xs[:, rows], ys[:, rows], n_points)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                preds = self.forward(xs[:, :n_points], ys[:, :n_points], xs[:, n_points:])
+            loss = point_loss(self.task, preds, ys[:, n_points:]).mean()
+            return self.update(loss)
         if not self.static_shapes:
             xs, ys = xs[:, :n_points], ys[:, :n_points]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -133,6 +179,9 @@ class TrainStep:
             loss = (losses * (self.positions < n_points)).sum() / (losses.shape[0] * n_points)
         else:
             loss = losses.mean()
+        return self.update(loss)
+
+    def update(self, loss: torch.Tensor) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip is not None or self.skip_nonfinite:
@@ -239,6 +288,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> PromptModel:
             evaluate_run(run.run_dir)
     if run.world > 1:
         dist.barrier()
+    run.model.trained_on = run.cfg.task.name
     return run.model.eval()
 
 
@@ -262,9 +312,11 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     model = build_model(mc).to(device)
     if rank == 0:
         rundir.check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
+    if tr.loss_on == "queries" and world > 1:
+        raise ValueError("trainer.loss_on=queries trains in one process; run it without torchrun")
     sampler = PromptSampler(
         task,
-        cfg.task.curriculum.points.end,
+        cfg.task.curriculum.points.end + (tr.queries if tr.loss_on == "queries" else 0),
         make_generators(tr.seed, device),
         cfg.task.num_tasks,
         cfg.task.num_training_examples,
@@ -315,6 +367,7 @@ def make_train_step(run: Run) -> TrainStep:
         last_only=tr.loss_on == "last",
         wrapper=wrapper,
         compile_mode=tr.compile_mode,
+        queries=tr.queries if tr.loss_on == "queries" else 0,
     )
 
 
@@ -344,6 +397,12 @@ def run_steps(run: Run) -> None:
     run.model.train()
     while run.step < tr.steps:
         n_dims, n_points = curriculum_at(run.cfg.task.curriculum, run.step, tr.curriculum)
+        if (
+            tr.loss_on == "queries"
+        ):  # this step's context: uniform in min_context..n_points, a pure function of the step
+            n_points = int(
+                np.random.default_rng([tr.seed, run.step]).integers(min(tr.min_context, n_points), n_points + 1)
+            )
         xs, ys = run.sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
         if scheduled:
             for group in run.opt.param_groups:

