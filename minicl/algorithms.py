@@ -29,7 +29,7 @@ from minicl.common import write_json
 from minicl.config import task_from_config
 from minicl.model import LSA, LinearSelfAttention, ModelConfig, PromptModel, Transformer, build_model
 from minicl.plots import algorithms_figure
-from minicl.rundir import model_from_state, output_dir, read_run, shipped_path, training_seconds
+from minicl.rundir import model_from_state, output_dir, read_prompt_run, shipped_path, training_seconds
 from minicl.settings import Prompts, setting_prompts
 from minicl.tasks import Linear, Quadratic, Task
 
@@ -193,7 +193,7 @@ def probe_algorithms(
     """`python -m minicl.explore run=RUN sweep=algorithms`: which algorithm each layer of a run's
     model matches (probe_setting), on each setting; writes algorithms.json and algorithms.png to
     RUN/explore (a shipped model's: runs/pretrained/<name>/explore) or `out_dir`. On the CPU."""
-    state = read_run(run)
+    state = read_prompt_run(run)
     task_cfg = state["config"]["task"]
     task = task_from_config(task_cfg)
     if not isinstance(task, Linear) or task.classification or isinstance(task, Quadratic):

@@ -315,6 +315,11 @@ def check_trainer(tr: DictConfig) -> None:
         raise ValueError(f"trainer.schedule=wsd needs trainer.decay_steps >= 1, got {tr.decay_steps}")
     if tr.grad_clip is not None and tr.grad_clip <= 0:
         raise ValueError(f"trainer.grad_clip must be positive or null, got {tr.grad_clip}")
+    if tr.loss_on == "queries" and tr.evaluate_at_end:
+        raise ValueError(
+            "trainer.evaluate_at_end reads prompts position by position; a trainer.loss_on=queries run "
+            "is evaluated as ICLRegressor reads a table (its final_eval.json)"
+        )
     devices = ("auto", "cpu", "cuda")
     if tr.device.split(":")[0] not in devices:
         raise ValueError(f"trainer.device={tr.device!r} is not one of {devices} (or cuda:N)")

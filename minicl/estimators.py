@@ -122,9 +122,7 @@ class _InContext(BaseEstimator):
     def _label_spread(self, features: int) -> float:
         """The spread the model saw labels at: 1 for models trained on task=tables and for
         classifiers, else sqrt(features), the spread of x . w with w ~ N(0, I)."""
-        return (
-            1.0 if self.labels_as_given or getattr(self.model_, "trained_on", None) == "tables" else math.sqrt(features)
-        )
+        return 1.0 if self.labels_as_given or self.model_.trained_on == "tables" else math.sqrt(features)
 
 
 class ICLRegressor(RegressorMixin, _InContext):

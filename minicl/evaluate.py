@@ -25,7 +25,7 @@ from minicl.common import Summary, pointwise_metric, predict_in_batches, resolve
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.model import Predictor
 from minicl.plots import setting_figure
-from minicl.rundir import model_from_state, output_dir, read_run
+from minicl.rundir import model_from_state, output_dir, read_prompt_run
 from minicl.settings import default_settings, parse, setting_prompts
 from minicl.tasks import Linear, Mixture, NoisyLinear, PromptSampler, Task, make_generators
 
@@ -200,7 +200,7 @@ def evaluate_run(
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/
     (a shipped model, `pretrained:<name>`: into rundir.output_dir's), or into `out_dir`.
     `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
-    state = read_run(run_dir)
+    state = read_prompt_run(run_dir)
     task_cfg = state["config"]["task"]
     model = model_from_state(state).to(resolve_device(device))
     predictors: dict[str, Predictor] = {model.config.arch: model}

@@ -23,7 +23,7 @@ from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, load_baselines, summarise
 from minicl.plots import sweep_figures
 from minicl.probe import probe_run
-from minicl.rundir import model_from_state, output_dir, read_run
+from minicl.rundir import model_from_state, output_dir, read_prompt_run
 from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
 from minicl.tasks import Task, make_generators
 
@@ -114,7 +114,7 @@ def run_sweep(
     """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)}, 'probe' and 'algorithms'")
-    state = read_run(run_dir)
+    state = read_prompt_run(run_dir)
     task_cfg = state["config"]["task"]
     task = task_from_config(task_cfg)
     if task.classification:

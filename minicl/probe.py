@@ -13,7 +13,7 @@ from minicl.baselines import LeastSquares, Ridge
 from minicl.common import standard_prompts, write_json
 from minicl.config import task_from_config
 from minicl.plots import probe_figure
-from minicl.rundir import model_from_state, output_dir, read_run
+from minicl.rundir import model_from_state, output_dir, read_prompt_run
 
 
 def compare(found: torch.Tensor, reference: torch.Tensor) -> dict[str, list]:
@@ -58,7 +58,7 @@ def probe_run(
     run_dir, n_prompts: int = 1280, seed: int = 0, device="cpu", batch_size: int = 256, ridge_lam: float = 1.0
 ) -> dict:
     """The probe on fresh prompts of a run's task; writes RUN_DIR/explore/probe.json and probe.png."""
-    state = read_run(run_dir)
+    state = read_prompt_run(run_dir)
     task = task_from_config(state["config"]["task"])
     model = model_from_state(state).to(device)
     n_points = state["config"]["task"]["curriculum"]["points"]["end"]

@@ -147,6 +147,19 @@ def read_run(path: str | os.PathLike) -> dict:
     return state
 
 
+def read_prompt_run(path: str | os.PathLike) -> dict:
+    """read_run for the commands that read prompts position by position (evaluate, explore, probe,
+    compare): a run trained as ICLRegressor reads a table (trainer.loss_on=queries) is refused."""
+    state = read_run(path)
+    if (state.get("config") or {}).get("trainer", {}).get("loss_on") == "queries":
+        raise ValueError(
+            f"{path} was trained as ICLRegressor reads a table (trainer.loss_on=queries: a standardised "
+            "context, then queries), not on prompts read position by position; its errors are in its "
+            "final_eval.json, and `python examples/real_data.py --model RUN` scores it on real tables"
+        )
+    return state
+
+
 def model_from_state(state: dict) -> PromptModel:
     """The model a checkpoint (as read_run returns it) holds, in eval mode."""
     model = build_model(ModelConfig(**state["model_config"]))

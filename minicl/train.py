@@ -386,6 +386,11 @@ def announce(run: Run) -> None:
     print(f"training a {run.model_config.arch} of {size} on {where}: {how}, {precision}")
 
 
+def context_length(tr: DictConfig, step: int, most: int) -> int:
+    """trainer.loss_on=queries: the step's context rows, uniform in min_context..most, a pure function of the step."""
+    return int(np.random.default_rng([tr.seed, step]).integers(min(tr.min_context, most), most + 1))
+
+
 def run_steps(run: Run) -> None:
     """The step loop: sample the global batch, step on this rank's slice of it, and at logging or
     checkpoint steps check the loss, log and save."""
@@ -397,12 +402,8 @@ def run_steps(run: Run) -> None:
     run.model.train()
     while run.step < tr.steps:
         n_dims, n_points = curriculum_at(run.cfg.task.curriculum, run.step, tr.curriculum)
-        if (
-            tr.loss_on == "queries"
-        ):  # this step's context: uniform in min_context..n_points, a pure function of the step
-            n_points = int(
-                np.random.default_rng([tr.seed, run.step]).integers(min(tr.min_context, n_points), n_points + 1)
-            )
+        if tr.loss_on == "queries":
+            n_points = context_length(tr, run.step, n_points)
         xs, ys = run.sampler.sample(tr.batch_size, n_dims)  # the global batch, the same on every rank
         if scheduled:
             for group in run.opt.param_groups:

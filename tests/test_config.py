@@ -47,6 +47,7 @@ OWN_TASK = {
     "lsa_gd": "linear",
     "noise_mixture": "mixture",
     "linear_relu_mixture": "mixture",
+    "tables": "tables",
 }
 
 

@@ -39,7 +39,7 @@ NAMES = [
 def test_the_nine_models_are_shipped_with_their_records():
     assert pretrained.names() == NAMES
     for name in NAMES:
-        assert (SHIPPED / f"{name}.pt").stat().st_size < 2**21  # fp32, at most 2 MB (linear_deep: 1.6)
+        assert (SHIPPED / f"{name}.pt").stat().st_size < 2**22  # fp32, at most 4 MB (tables: 3.3)
         info = pretrained.info(name)
         assert info["command"].startswith("python -m minicl.") and info["commit"] and info["machine"]["cpu"]
         assert info["steps"] == info["config"]["trainer"]["steps"] and info["train_seconds"] > 0

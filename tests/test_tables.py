@@ -137,11 +137,17 @@ def test_a_tables_run_trains_reports_and_resumes_exactly(tmp_path):
     assert set(report) == {"10", "12"} and set(report["10"]) == {"model", "ridge", "mean"}
 
 
-def test_queries_leave_the_model_a_position(compose_cfg):
+def test_queries_leave_the_model_a_position_and_their_runs_are_not_read_as_prompts(tmp_path):
     from minicl.config import check_config
+    from minicl.evaluate import evaluate_run
 
     with pytest.raises(ValueError, match="points.end=13 is above model.n_positions=13 less the queries' position"):
         check_config(tables_run("task.curriculum.points.end=13"))
+    with pytest.raises(ValueError, match="evaluate_at_end reads prompts position by position"):
+        check_config(tables_run("trainer.evaluate_at_end=true"))
+    train(tables_run("trainer.steps=2"), tmp_path)
+    with pytest.raises(ValueError, match="trained as ICLRegressor reads a table"):
+        evaluate_run(tmp_path)
 
 
 def test_a_tables_run_ships_with_its_queries_evaluation(tmp_path):
