@@ -15,7 +15,7 @@ sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each 
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
 with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
-as R² per table (VIEW `contexts`: per context length), a shipped model's record as
+as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor), a shipped model's record as
 its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON is a table of
 measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as it stands,
 with its source (the machine and the command that measured it) below.
@@ -277,6 +277,23 @@ def real_tables_table(report: dict, view: str | None) -> str:
             for c in first
         ]
         return markdown(["context", *models], rows) + f"\nMean R² over {len(results)} tables: `{report['command']}`.\n"
+    if view == "verdicts":
+        rows = [
+            [
+                v["model"],
+                f"{v['mean_r2']:.3f}",
+                f"{v['ridge_mean_r2']:.3f}",
+                f"{v['mean_gap']:+.3f}",
+                f"{v['worst_table']} ({v['worst_gap']:+.3f})",
+                ", ".join(v["tables_below_context_mean"]) or "none",
+            ]
+            for v in report["verdicts"]
+        ]
+        columns = ["model", "mean R²", "RidgeCV's", "difference", "worst table", "below the context mean"]
+        return (
+            markdown(columns, rows)
+            + f"\nAt 40 context rows on splits {report['seeds'][0]} to {report['seeds'][-1]}: `{report['command']}`.\n"
+        )
     at = str(report["criterion"]["context"])
     rows = [
         [t, tables[t]["features"], tables[t]["rows"], *(f"{results[t][at][m]['mean']:.3f}" for m in models)]

@@ -54,7 +54,7 @@ TABLES: dict[str, tuple[str, str, str, list[str] | None, str]] = {
             "hip_gi",
             "thi_gi",
             "bic_gi",
-            "fore_gi",
+            "for_gi",
             "kne_gi",
             "cal_gi",
             "ank_gi",

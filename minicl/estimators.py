@@ -40,7 +40,7 @@ class _InContext(BaseEstimator):
     def __init__(
         self,
         model=DEFAULT_MODEL,
-        n_estimators: int = 1,
+        n_estimators: int = 4,
         standardize: bool = True,
         long_context: str = "subsample",
         random_state: int = 0,
@@ -147,7 +147,7 @@ class ICLClassifier(ClassifierMixin, _InContext):
     def __init__(
         self,
         model=CLASSIFIER_MODEL,
-        n_estimators: int = 1,
+        n_estimators: int = 4,
         standardize: bool = True,
         long_context: str = "subsample",
         random_state: int = 0,

@@ -93,7 +93,7 @@ def test_the_ensemble_averages_its_members_over_feature_orders_and_row_subsets()
     assert orders[0] == (0, 1, 2) and len(set(orders)) > 1
     assert all(len(rows) == 8 and len(set(rows)) == 8 for rows, _ in reg.members_)
     members = [
-        ICLRegressor(model, long_context="error").fit(X[rows][:, order], y[rows]).predict(Xq[:, order])
+        ICLRegressor(model, 1, long_context="error").fit(X[rows][:, order], y[rows]).predict(Xq[:, order])
         for rows, order in reg.members_
     ]
     np.testing.assert_allclose(reg.predict(Xq), np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
