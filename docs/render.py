@@ -15,10 +15,10 @@ sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each 
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
 with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
-as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor), a shipped model's record as
-its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios; any other JSON is a table of
-measurements, {"columns": [...], "rows": [[...], ...], "source": "..."}, rendered as it stands,
-with its source (the machine and the command that measured it) below.
+as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor), a
+shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios;
+any other JSON is a table of measurements, {"columns": [...], "rows": [[...], ...], "source":
+"..."}, rendered as it stands, with its source (the machine and the command that measured it) below.
 """
 
 import json
