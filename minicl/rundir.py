@@ -148,8 +148,8 @@ def read_run(path: str | os.PathLike) -> dict:
 
 
 def read_prompt_run(path: str | os.PathLike) -> dict:
-    """read_run for the commands that read prompts position by position (evaluate, explore, probe,
-    compare): a run trained as ICLRegressor reads a table (trainer.loss_on=queries) is refused."""
+    """read_run for the commands that read prompts position by position (evaluate, explore and its
+    probe and algorithms sweeps): a run trained as ICLRegressor reads a table (trainer.loss_on=queries) is refused."""
     state = read_run(path)
     if (state.get("config") or {}).get("trainer", {}).get("loss_on") == "queries":
         raise ValueError(
