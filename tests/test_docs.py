@@ -3,6 +3,7 @@
 with Hydra (keys, values and quoting checked)."""
 
 import importlib.util
+import json
 import re
 import shlex
 import shutil
@@ -18,7 +19,7 @@ from minicl.config import CONF, check_config, register_schemas
 from minicl.reproduce import checked_request, claim_config
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "examples" / "playground.ipynb"]
 HYDRA_APPS = {"train", "evaluate", "explore", "reproduce"}
 
 
@@ -67,11 +68,19 @@ def spans(text: str) -> list[str]:
     return out
 
 
+def page_text(page: Path) -> str:
+    """A page's text; for the notebook, its markdown cells, where it writes its commands."""
+    if page.suffix == ".ipynb":
+        cells = json.loads(page.read_text())["cells"]
+        return "\n\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+    return page.read_text()
+
+
 def commands() -> list[tuple[str, str]]:
     """(page, command) for every `python -m minicl.*` command in the pages' shell code."""
     found = []
     for page in PAGES:
-        for span in spans(page.read_text()):
+        for span in spans(page_text(page)):
             for line in span.replace("\\\n", " ").splitlines():
                 for part in re.split(r"&&|;|\|(?!\w)", line.split(" #")[0]):
                     if re.search(r"-m minicl\.\w+", part):
@@ -86,8 +95,12 @@ def test_the_docs_show_commands():
 @pytest.mark.parametrize("where, command", commands(), ids=[f"{w}: {c[:60]}" for w, c in commands()])
 def test_every_documented_command_splits_and_composes(where, command):
     words = shlex.split(command)  # as the shell splits it: an unquoted space or brace fails here
+    for word in shlex.split(command, posix=False):  # zsh globs an unquoted [...] and fails on no match
+        assert "[" not in word or word[0] in "'\"", f"{where}: quote {word}"
     at = next(i for i, w in enumerate(words) if w == "-m" and i + 1 < len(words) and words[i + 1].startswith("minicl."))
     module, args = words[at + 1].removeprefix("minicl."), [w for w in words[at + 2 :] if w != "-m"]
+    if module == "explore":
+        assert any(a.startswith("run=") for a in args), f"{where}: explore needs run=: {command}"
     if module in HYDRA_APPS:
         overrides = OverridesParser.create().parse_overrides(args)  # Hydra's grammar: quoting, sweeps, lists
         chosen = [o.input_line for o in overrides if not o.is_sweep_override()]
