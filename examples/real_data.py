@@ -183,11 +183,20 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     seeds, makers = parse_seeds(args.seeds), models(args.model, args.n_estimators)
     results: dict[str, dict] = {}
+    tables: dict[str, dict] = {}
     for table in args.tables:
         X, y = load(table)
+        package, item, label, _, what = TABLES[table]
+        tables[table] = {
+            "rows": len(y),
+            "features": X.shape[1],
+            "what": what,
+            "source": f"{package}::{item}",
+            "label": label,
+        }
+        if max(args.contexts) >= len(y):
+            raise ValueError(f"table {table} has {len(y)} rows, too few for a context of {max(args.contexts)}")
         for context in args.contexts:
-            if context >= len(y):
-                raise ValueError(f"table {table} has {len(y)} rows, too few for a context of {context}")
             scores = score_table(X, y, context, seeds, makers)
             results.setdefault(table, {})[str(context)] = scores
             print(
@@ -203,16 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model": args.model,
         "seeds": seeds,
         "criterion": CRITERION,
-        "tables": {
-            t: {
-                "rows": len(load(t)[1]),
-                "features": load(t)[0].shape[1],
-                "what": TABLES[t][4],
-                "source": f"{TABLES[t][0]}::{TABLES[t][1]}",
-                "label": TABLES[t][2],
-            }
-            for t in args.tables
-        },
+        "tables": tables,
         "results": results,
         "predict_1000_rows_seconds": time_predict(args.model),
     }
