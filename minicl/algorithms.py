@@ -29,7 +29,7 @@ from minicl.common import write_json
 from minicl.config import task_from_config
 from minicl.model import LSA, LinearSelfAttention, ModelConfig, PromptModel, Transformer, build_model
 from minicl.plots import algorithms_figure
-from minicl.rundir import model_from_state, output_dir, read_prompt_run, shipped_path, training_seconds
+from minicl.rundir import model_from_state, output_dir, read_prompt_run, shipped_path, stamp, training_seconds
 from minicl.settings import Prompts, setting_prompts
 from minicl.tasks import Linear, Quadratic, Task
 
@@ -205,7 +205,7 @@ def probe_algorithms(
     options = "".join(f" {key}={value}" for key, value in given.items() if value is not None)
     report = {
         "sweep": "algorithms",
-        "command": f"python -m minicl.explore run={run} sweep=algorithms{options}",
+        **stamp(f"python -m minicl.explore run={run} sweep=algorithms{options}"),
         "run": str(run),
         "task": task.name,
         "n_dims": task.n_dims,

@@ -8,8 +8,6 @@ table.
 """
 
 import dataclasses
-import shlex
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from minicl.common import Summary, pointwise_metric, predict_in_batches, resolve
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.model import Predictor
 from minicl.plots import setting_figure
-from minicl.rundir import model_from_state, output_dir, read_prompt_run
+from minicl.rundir import command_line, model_from_state, output_dir, read_prompt_run, stamp
 from minicl.settings import default_settings, parse, setting_prompts
 from minicl.tasks import Linear, Mixture, NoisyLinear, PromptSampler, Task, make_generators
 
@@ -135,8 +133,8 @@ def evaluate(
     command: str | None = None,
 ) -> dict:
     """Evaluate every predictor on every setting; writes out_dir/metrics.json (with `command`, the
-    command line that asked for it, when given) and out_dir/plots/. A task with a finite pool
-    (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
+    command line that asked for it, when given, minicl's commit and the machine) and out_dir/plots/.
+    A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
     task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     num_tasks = task_cfg.get("num_tasks")
@@ -146,7 +144,7 @@ def evaluate(
     out_dir = Path(out_dir)
     (out_dir / "plots").mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
-    metrics |= {"n_prompts": n_prompts, "seed": seed} | ({"command": command} if command else {}) | {"settings": {}}
+    metrics |= {"n_prompts": n_prompts, "seed": seed} | stamp(command) | {"settings": {}}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks}
@@ -238,7 +236,7 @@ def main(cfg: DictConfig) -> None:
         settings=cfg.settings,
         batch_size=cfg.batch_size,
         bootstrap=cfg.bootstrap,
-        command=" ".join(["python -m minicl.evaluate", *map(shlex.quote, sys.argv[1:])]),
+        command=command_line("minicl.evaluate"),
     )
     baselines = plain(cfg.baselines)
     if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task

@@ -23,7 +23,7 @@ from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, load_baselines, summarise
 from minicl.plots import sweep_figures
 from minicl.probe import probe_run
-from minicl.rundir import model_from_state, output_dir, read_prompt_run
+from minicl.rundir import command_line, model_from_state, output_dir, read_prompt_run, stamp
 from minicl.settings import FAMILIES, SETTINGS, Draw, Prompts
 from minicl.tasks import Task, make_generators
 
@@ -110,8 +110,10 @@ def run_sweep(
     baselines: dict | None = None,
     max_points: int | None = None,
     out_dir: str | Path | None = None,
+    command: str | None = None,
 ) -> dict:
-    """Evaluate the run's model and baselines at every value of `sweep`; writes JSON and plots."""
+    """Evaluate the run's model and baselines at every value of `sweep`; writes JSON (with `command`,
+    the command line that asked for it, minicl's commit and the machine) and plots."""
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; known: {sorted(SWEEPS)}, 'probe' and 'algorithms'")
     state = read_prompt_run(run_dir)
@@ -134,7 +136,7 @@ def run_sweep(
     pos_emb = model.config.pos_emb if model.positions else None
     out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}
     out |= {"train_points": train_points, "arch": model.config.arch, "pos_emb": pos_emb, "n_prompts": n_prompts}
-    out["results"] = results
+    out |= stamp(command) | {"results": results}
     out_dir = Path(out_dir or output_dir(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{sweep}.json", out)
@@ -161,7 +163,18 @@ def main(cfg: DictConfig) -> None:
         print(f"implicit weights vs least squares, cosine at k={k}: {report['least_squares']['cosine'][k]:.4f}")
         return
     baselines = None if cfg.baselines is None else plain(cfg.baselines)
-    out = run_sweep(cfg.run, cfg.sweep, cfg.k, cfg.grid, cfg.n_prompts, cfg.seed, device, baselines, cfg.max_points)
+    out = run_sweep(
+        cfg.run,
+        cfg.sweep,
+        cfg.k,
+        cfg.grid,
+        cfg.n_prompts,
+        cfg.seed,
+        device,
+        baselines,
+        cfg.max_points,
+        command=command_line("minicl.explore"),
+    )
     models = list(out["results"][0]["models"])
     at = "k = the swept value" if cfg.sweep == "length" else f"k={out['k']}"
     print(f"{cfg.sweep:>10} " + "".join(f"{m:>16}" for m in models) + f"   (error / signal at {at})")

@@ -49,12 +49,14 @@ from minicl.evaluate import default_baselines, evaluate_run
 from minicl.plots import claims_figures, training_figure
 from minicl.rundir import (
     PRETRAINED,
+    command_line,
     latest_checkpoint,
     model_from_state,
     read_checkpoint,
     read_provenance,
     read_run,
     shipped_info,
+    stamp,
     training_seconds,
 )
 from minicl.settings import setting_prompts
@@ -369,9 +371,11 @@ def reproduce(
     source: str = "train",
     seeds=(0,),
     jobs: int = 1,
+    command: str | None = None,
 ) -> list[dict]:
     """Run, evaluate and judge each claim on each seed (runs in OUT/<scale>/<claim>/seed<N>, trained
-    `jobs` at a time); writes OUT/<scale>/claims.json and figures, prints the table.
+    `jobs` at a time); writes OUT/<scale>/claims.json ({"claims": the results, with `command`,
+    minicl's commit and the machine}) and figures, prints the table.
     source="pretrained" judges the shipped claim models (seed 0) instead, with no training (OUT/pretrained/)."""
     seeds = checked_request(scale, overrides, source, seeds, jobs)
     out = Path(out) / (scale if source == "train" else "pretrained")
@@ -396,7 +400,7 @@ def reproduce(
             per_seed.append({"seed": seed, **result, "total_seconds": time.perf_counter() - started})
             panels[name].append(metrics["settings"]["standard"])
         results.append(claim_result(name, per_seed))
-        write_json(out / "claims.json", results)  # after each claim: nothing lost
+        write_json(out / "claims.json", stamp(command) | {"claims": results})  # after each claim: nothing lost
     claims_figures(panels, results, out)
     training_figure(results, out)
     print(format_verdicts(results))
@@ -501,6 +505,7 @@ def main(cfg: DictConfig) -> None:
         cfg.source,
         seeds,
         cfg.jobs,
+        command_line("minicl.reproduce"),
     )
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -423,6 +424,16 @@ class Provenance:
         m = self.machine
         bf16 = ", AVX512-BF16" * m["avx512_bf16"]
         return f"{m['cuda'] or m['cpu']}, {m['kernels']} kernels{bf16}, torch {m['torch']}"
+
+
+def stamp(command: str | None) -> dict:
+    """Where a results JSON came from: the command that wrote it, minicl's commit, the machine."""
+    return {"command": command, "commit": git_commit(), "machine": machine()}
+
+
+def command_line(module: str) -> str:
+    """This process's command line as `python -m module ...`, each argument quoted for a POSIX shell."""
+    return " ".join([f"python -m {module}", *map(shlex.quote, sys.argv[1:])])
 
 
 def write_provenance(run_dir: Path) -> None:

@@ -103,11 +103,12 @@ def test_reproduce_trains_each_seed_side_by_side_judges_and_reuses_finished_runs
         first, other = (c["runs"][i]["errors"]["transformer"] for i in (0, 1))
         assert first != other  # two seeds, two models (and two prompt sets)
     assert "ratio" in results[1]["runs"][0] and results[1]["runs"][0]["ratio"]["to"] == "gd_2nn"
-    assert json.loads((out / "claims.json").read_text()) == json.loads(json.dumps(results))
+    written = json.loads((out / "claims.json").read_text())
+    assert written["claims"] == json.loads(json.dumps(results)) and written["commit"]  # with where it came from
     assert all((out / f"{name}.png").exists() for name in ("claims", "claim_linear", "claim_relu_2nn", "training"))
     printed = capsys.readouterr().out
     assert "holds on 0 of 2 seeds" in printed and " seed 3: DOES NOT HOLD" in printed
-    assert format_verdicts(json.loads((out / "claims.json").read_text())) == format_verdicts(results)
+    assert format_verdicts(written["claims"]) == format_verdicts(results)
     stamp = (out / "linear" / "seed3" / "state.pt").stat().st_mtime
     reproduce(["linear"], "cpu", tmp_path, n_prompts=16, device="cpu", overrides=FEW, seeds=[3])
     assert (out / "linear" / "seed3" / "state.pt").stat().st_mtime == stamp  # finished: reused, not retrained
