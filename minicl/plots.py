@@ -24,17 +24,20 @@ COLORS = {  # one colour per model in every figure, so that a colour means the s
     "gd_2nn": "C4",
     "xgboost": "C5",
     "decision_tree": "C6",
-    "decision_tree_4": "C7",
-    "bayes_sparse": "C8",
-    "ridge": "C9",
-    "dmmse": "C6",
-    "lasso_1": "#c7e9c0",
-    "lasso_1e-1": "#74c476",
-    "lasso_1e-2": "#31a354",
-    "lasso_1e-3": "#006d2c",
-    "lasso_1e-4": "#00441b",
-    **{arch: f"C{i}" for i, arch in enumerate(("linear_attention", "lstm", "mamba"), start=7)},
+    "decision_tree_4": "C8",
+    "bayes_sparse": "C9",
+    "ridge": "#393b79",
+    "dmmse": "#e7ba52",
+    "lasso_1": "#fa9fb5",  # the Lasso family in one hue, lighter for more regularisation
+    "lasso_1e-1": "#f768a1",
+    "lasso_1e-2": "#dd3497",
+    "lasso_1e-3": "#ae017e",
+    "lasso_1e-4": "#7a0177",
+    "linear_attention": "#8c6d31",
+    "lstm": "#637939",
+    "mamba": "#843c39",
 }
+RUN_COLORS = ["#1f77b4", "#0b1f4d", "#56b4e9", "#8c6d31", "#637939", "#843c39", "#7f7f7f"]  # runs or seeds side by side
 
 
 TRAINED = "trained model"  # compare's label for each run's own model, whatever its arch
@@ -191,77 +194,86 @@ def probe_figure(report: dict, path: Path) -> None:
 
 
 def runs_shown(c: dict) -> str:
-    """Where a claim's runs are, for a figure's title: OUT/<scale>/<claim>/seed{0,1,2} or pretrained:<claim>."""
-    first = c["runs"][0]["run"]
-    if len(c["runs"]) == 1:
-        return first
-    return f"{Path(first).parent}/seed{{{','.join(map(str, c['seeds']))}}}"
+    """A claim's panel title: the claim, its dims and its runs (OUT/<scale>/<claim>, the seeds)."""
+    first = Path(c["runs"][0]["run"])
+    where = str(first) if len(c["runs"]) == 1 else f"{first.parent}, seeds {', '.join(map(str, c['seeds']))}"
+    return f"{c['claim']}, d = {c['n_dims']}: {where}"
+
+
+def outside_legend(ax: Any) -> None:
+    """The legend right of the panel, where it covers no data."""
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
 
 
 def claims_figures(panels: dict[str, list[dict]], results: list[dict], out: Path) -> None:
     """One figure per claim (claim_<task>.png) and all of them side by side (claims.png): the
     comparators on the first seed's prompts, the transformer of every seed, the k each criterion reads."""
-    fig, axes = panel_grid(len(results), 6, 4)
+    fig, axes = panel_grid(len(results), 7, 4, cols=3)
     for ax, r in zip(axes, results):
-        draw_claim(ax, panels[r["claim"]], r, r["claim"])
+        draw_claim(ax, panels[r["claim"]], r, runs_shown(r))
     save_figure(fig, out / "claims.png", dpi=100)
     for r in results:
-        fig, ax = pyplot().subplots(figsize=(6, 4))
-        draw_claim(ax, panels[r["claim"]], r, f"{r['claim']}: {r['statement']}")
+        fig, ax = pyplot().subplots(figsize=(7.5, 4))
+        draw_claim(ax, panels[r["claim"]], r, f"{r['claim']}: {r['statement']}\n{runs_shown(r)}")
         save_figure(fig, out / f"claim_{r['claim']}.png")
 
 
 def draw_claim(ax: Any, settings: list[dict], r: dict, title: str) -> None:
-    """A claim's panel: the models its first seed's verdict shows, every seed's transformer."""
+    """A claim's panel: the comparators its first seed's verdict shows, every seed's transformer
+    (a colour and a line style each), the k each criterion reads."""
     seeds = r["seeds"]
-    comparators = f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""
-    draw_setting(ax, settings[0], f"{title}\n{runs_shown(r)}{comparators}", list(r["runs"][0]["errors"]))
+    comparators = [m for m in r["runs"][0]["errors"] if m != "transformer"]
+    note = f" (comparators: seed {seeds[0]}'s prompts)" if len(seeds) > 1 else ""
+    draw_setting(ax, settings[0], title + note, comparators)
+    for i, (seed, s) in enumerate(zip(seeds, settings)):
+        m, color = s["models"]["transformer"], RUN_COLORS[i % len(RUN_COLORS)]
+        ax.plot(m["mean"], color=color, lw=2, ls=("-", "--", ":")[i % 3], label=f"transformer, seed {seed}")
+        ax.fill_between(range(len(m["mean"])), m["lo"], m["hi"], color=color, alpha=0.15)
+    for i, k in enumerate(r["ks"]):
+        ax.axvline(k, color="grey", lw=0.8, ls=":", label="k a criterion reads" if i == 0 else None)
     ax.title.set_fontsize(8)
-    if len(seeds) > 1:
-        first = next(line for line in ax.get_lines() if line.get_label() == "transformer")
-        first.set_label(f"transformer, seed {seeds[0]}")
-    for i, (seed, s) in enumerate(zip(seeds[1:], settings[1:])):
-        style = ("--", ":", "-.")[i % 3]
-        ax.plot(s["models"]["transformer"]["mean"], color="C0", lw=1.2, ls=style, label=f"transformer, seed {seed}")
-    for k in r["ks"]:
-        ax.axvline(k, color="grey", lw=0.6, ls=":")
-    ax.legend(fontsize=6)
+    outside_legend(ax)
 
 
 def training_figure(results: list[dict], out: Path) -> None:
-    """training.png: the transformer's error at each criterion's k against training steps, one
-    panel per claim (over seeds: the mean and the band from the lowest to the highest), with the
-    comparators' final errors (mean over seeds) and predicting 0 at that k as horizontal lines."""
-    fig, axes = panel_grid(len(results), 6, 3.6)
-    for ax, c in zip(axes, results):
-        for i, k in enumerate(c["ks"]):
-            draw_training_at(ax, c, k, f"C{i}")
-        curves = [e for r in c["runs"] for errs in r["curve"]["errors"].values() for e in errs]
-        top = max([*c["runs"][0]["trivial"].values(), *curves])
-        title = f"{c['claim']}: {runs_shown(c)} (black: predict 0)"
-        ax.set(title=title, xlabel="training step", ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6)
+    """training.png: the transformer's error at a criterion's k against training steps, a panel per
+    claim and k (over seeds: the mean and the band from the lowest to the highest), with the
+    comparators' final errors (mean over seeds), predicting 0 and the criterion's bound as lines."""
+    shown = [(c, k) for c in results for k in c["ks"]]
+    fig, axes = panel_grid(len(shown), 6.5, 3.4, cols=2)
+    for ax, (c, k) in zip(axes, shown):
+        top = draw_training_at(ax, c, k)
+        ax.set(xlabel="training step", ylabel="squared error / normaliser", ylim=(0, 1.1 * top))
+        ax.set_title(f"error at k = {k} while training: {runs_shown(c)}", fontsize=8)
+        outside_legend(ax)
     save_figure(fig, out / "training.png", dpi=100)
 
 
-def draw_training_at(ax: Any, c: dict, k: int, color: str) -> None:
-    """One k of a claim's training panel: the transformer's curve, the comparators, the criterion."""
+def draw_training_at(ax: Any, c: dict, k: int) -> float:
+    """One k of a claim: the transformer's curve, each comparator, predicting 0, the criterion;
+    returns the highest level drawn."""
     runs, key = c["runs"], str(k)  # claims.json keys its k as strings
     steps = min((r["curve"]["steps"] for r in runs), key=len)
+    errs = np.array([r["curve"]["errors"][key][: len(steps)] for r in runs]).reshape(len(runs), len(steps))
     if len(steps):
-        errs = np.array([r["curve"]["errors"][key][: len(steps)] for r in runs])
-        ax.plot(steps, errs.mean(0), "o-", color=color, label=f"transformer, k={k}")
-        ax.fill_between(steps, errs.min(0), errs.max(0), color=color, alpha=0.2)
-    for j, model in enumerate(m for m in runs[0]["errors"] if m != "transformer"):
-        level = sum(r["errors"][model][key][0] for r in runs) / len(runs)
-        style = ("--", ":", "-.", (0, (1, 3)))[j % 4]
-        ax.axhline(level, color=color, ls=style, lw=0.8, label=f"{model}, k={k}")
-    ax.axhline(runs[0]["trivial"][key], color="k", ls="--", lw=0.6)
+        label = "transformer" + " (mean over seeds)" * (len(runs) > 1)
+        ax.plot(steps, errs.mean(0), "o-", color=model_color("transformer"), label=label)
+        ax.fill_between(steps, errs.min(0), errs.max(0), color=model_color("transformer"), alpha=0.2)
     bounded = [[v["bound"] for v in r["conditions"] if v["k"] == k and v.get("bound") is not None] for r in runs]
     bounds = [min(b) for b in bounded if b]
-    if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds)
-        ax.axhline(np.mean(bounds), color="red", lw=1.6, alpha=0.7, label=f"criterion at k={k}: below this")
+    levels = {m: sum(r["errors"][m][key][0] for r in runs) / len(runs) for m in runs[0]["errors"] if m != "transformer"}
+    lassos = sorted((level, m) for m, level in levels.items() if m.startswith("lasso"))
+    levels = {m: level for m, level in levels.items() if not m.startswith("lasso") or (level, m) == lassos[0]}
+    if bounds:  # the tightest bound the criteria put on the transformer at k (mean over seeds), under the others
+        same = [m for m, level in levels.items() if abs(level - np.mean(bounds)) < 1e-9]
+        label = "criterion: below this" + "".join(f" (= {m})" for m in same)
+        ax.axhline(np.mean(bounds), color="red", lw=2.5, alpha=0.5, label=label, zorder=1)
+    for model, level in levels.items():
+        best = " (the best Lasso)" if model.startswith("lasso") else ""
+        ax.axhline(level, color=model_color(model), ls="--", lw=1.2, label=f"{model}{best} (after training)", zorder=3)
+    trivial = runs[0]["trivial"][key]
+    ax.axhline(trivial, color="k", ls=":", lw=1, label="predict 0")
+    return max([trivial, *errs.flatten()])
 
 
 # ---------------------------------------------------------------- compare: runs side by side
@@ -285,7 +297,7 @@ def compare_errors_figure(panels: list[dict], path: Path) -> None:
     plt = pyplot()
     fig, axes = plt.subplots(1, len(panels), figsize=(9 * len(panels), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        for color, (label, errors) in zip(plt.cm.Dark2.colors * 4, panel["groups"].items()):
+        for color, (label, errors) in zip(RUN_COLORS * 4, panel["groups"].items()):
             k = np.arange(errors.shape[1])
             ax.plot(k, errors.mean(0), lw=1.8, label=label, color=color)
             ax.fill_between(k, errors.min(0), errors.max(0), color=color, alpha=0.2)
