@@ -385,14 +385,16 @@ def training_seconds(run_dir: Path) -> float:
 
 
 def git_commit() -> str | None:
-    """The commit of minicl's source checkout (marked -dirty with uncommitted changes), None when installed."""
+    """The commit of minicl's source checkout, marked -dirty when its code or configs (minicl/, conf/)
+    have uncommitted changes (docs and results do not count); None when installed."""
 
     def git(*args):
         out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args], capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    return commit and commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", "../conf")
+    return commit and commit + ("-dirty" if changed else "")
 
 
 def machine() -> dict:
