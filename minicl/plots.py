@@ -186,7 +186,10 @@ def probe_figure(report: dict, path: Path) -> None:
         ax.set_xlabel("in-context examples")
         ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
         ax.legend(fontsize=7)
-    fig.suptitle("the transformer's implicit weights (gradient of the prediction w.r.t. the query)")
+    fig.suptitle(
+        f"{report['task']}, run {report['run']}: the implicit weights (gradient of the prediction w.r.t. the query)",
+        fontsize=9,
+    )
     save_figure(fig, path)
 
 

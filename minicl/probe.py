@@ -70,6 +70,8 @@ def probe_run(
         ]
     )
     report = {
+        "run": str(run_dir),
+        "task": task.name,
         "k": min(2 * task.n_dims, n_points - 1),
         "n_prompts": n_prompts,
         "ridge_lam": ridge_lam,

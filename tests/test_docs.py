@@ -51,6 +51,53 @@ def test_a_table_edited_by_hand_or_a_changed_result_is_caught(tmp_path):
     assert page.read_text() == text and render.stale() == []
 
 
+def results_jsons() -> list[Path]:
+    return sorted((ROOT / "docs" / "results").rglob("*.json"))
+
+
+@pytest.mark.parametrize("path", results_jsons(), ids=lambda p: str(p.relative_to(ROOT / "docs" / "results")))
+def test_every_results_json_names_the_command_and_the_commit_that_wrote_it(path):
+    data = json.loads(path.read_text())
+    assert isinstance(data, dict) and str(data.get("command", "")).startswith("python "), path
+    assert re.fullmatch(r"[0-9a-f]{40}", str(data.get("commit"))), f"{path}: commit {data.get('commit')!r}"
+
+
+def test_a_json_written_by_hand_is_refused(tmp_path):
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    (tmp_path / "docs" / "results" / "by_hand.json").write_text(json.dumps({"columns": ["a"], "rows": [[1]]}))
+    with pytest.raises(ValueError, match="never written by hand"):
+        load_render(tmp_path).render("results/by_hand.json", None)
+
+
+MUTATIONS = {  # a number each table reads, in a committed JSON: changing it must make a page stale
+    "results/claims-cpu.json": lambda d: d["claims"][0]["runs"][0]["errors"]["transformer"]["10"],
+    "results/real-tables.json": lambda d: d["results"]["diabetes"]["40"]["ICLRegressor"]["r2"],  # the splits' R²
+    "results/explore/quick-noise.json": lambda d: d["results"][0]["models"]["transformer"]["mean"],
+    "results/algorithms/linear_deep.json": lambda d: d["settings"]["standard"]["layers"][0]["error"],
+    "results/mixtures/noise_mixture-seed1.json": lambda d: d["settings"]["component_0"]["models"]["transformer"][
+        "mean"
+    ],
+}
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+def test_a_changed_number_in_a_results_json_fails_the_render_check(tmp_path, name):
+    for folder in ("docs", "minicl/shipped", "benchmarks/results", "conf"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    render = load_render(tmp_path)
+    assert render.stale() == []
+    path = tmp_path / "docs" / name
+    data = json.loads(path.read_text())
+    numbers = MUTATIONS[name](data)
+    if isinstance(numbers, list):
+        numbers[:] = [x + 0.1 for x in numbers]
+    else:  # a dict of a number's fields: change them all
+        numbers.update({key: value + 0.1 for key, value in numbers.items() if isinstance(value, float)})
+    path.write_text(json.dumps(data))
+    assert any(name in block for block in render.stale()), f"changing {name} left every page as it was"
+
+
 def spans(text: str) -> list[str]:
     """The shell code of a page: each bash (or unlabelled) fenced block, and each inline code span."""
     out, fence, block = [], None, []
@@ -128,3 +175,43 @@ def test_every_documented_command_splits_and_composes(where, command):
         assert len(args) == 2, command
     else:
         assert module in {"probe"}, f"{where}: unknown command {command}"
+
+
+def written(words: list[str]) -> list[str]:
+    """The run directories a command writes: hydra.run.dir / hydra.sweep.dir / reproduce's out=."""
+    keys = ("hydra.run.dir=", "hydra.sweep.dir=", "out=")
+    return [w.split("=", 1)[1].rstrip("/") for w in words if w.startswith(keys)]
+
+
+def read(words: list[str]) -> list[str]:
+    """The run directories a command reads: run=, and compare's directories."""
+    runs = [w.split("=", 1)[1] for w in words if w.startswith("run=")]
+    if "minicl.compare" in words:
+        runs += [w for w in words[words.index("minicl.compare") + 1 :] if "=" not in w and not w.startswith("-")]
+    return [r.rstrip("/") for r in runs if not r.startswith("pretrained:") and r != r.upper()]  # RUN: a placeholder
+
+
+def test_each_run_a_command_reads_is_one_an_earlier_command_writes():
+    """Read in order (README first), every run= or compare directory is a directory an earlier
+    documented command writes, or inside one."""
+    writes, missing = [], []
+    for where, command in sorted(commands(), key=lambda wc: wc[0] != "README.md"):
+        words = shlex.split(command)
+        for run in read(words):
+            if not any(run == w or run.startswith(w + "/") for w in writes):
+                missing.append(f"{where}: {command} reads {run}, which no command before it writes")
+        writes += written(words)
+    assert missing == []
+
+
+def test_the_citation_file_is_valid_cff():
+    """CITATION.cff against the Citation File Format 1.2.0 schema (tests/data, as cffconvert 2.0.0
+    ships it; CC-BY-4.0, citation-file-format.github.io)."""
+    import jsonschema  # the dev extra's
+    import yaml  # omegaconf's
+
+    schema = json.loads((ROOT / "tests" / "data" / "citation-file-format-1.2.0.schema.json").read_text())
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    jsonschema.validate(citation, schema)
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail: without authors, CFF is invalid
+        jsonschema.validate({k: v for k, v in citation.items() if k != "authors"}, schema)
