@@ -211,7 +211,7 @@ def outside_legend(ax: Any) -> None:
 def claims_figures(panels: dict[str, list[dict]], results: list[dict], out: Path) -> None:
     """One figure per claim (claim_<task>.png) and all of them side by side (claims.png): the
     comparators on the first seed's prompts, the transformer of every seed, the k each criterion reads."""
-    fig, axes = panel_grid(len(results), 7, 4, cols=3)
+    fig, axes = panel_grid(len(results), 7, 4, cols=2 if len(results) % 2 == 0 else 3)  # no blank panel
     for ax, r in zip(axes, results):
         draw_claim(ax, panels[r["claim"]], r, runs_shown(r))
     save_figure(fig, out / "claims.png", dpi=100)
