@@ -43,20 +43,49 @@ def markdown(columns: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]) + "\n"
 
 
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def made_by(data: dict) -> str:
+    """The command that wrote a results JSON, with minicl's commit (and the machine, when recorded)."""
+    machine = data.get("machine")
+    where = f" on {machine['cpu']} ({machine['kernels']} kernels)" if machine else ""
+    return f"`{data['command']}`, commit {str(data['commit'])[:7]}{where}"
+
+
+def made_by_all(datas: list[dict]) -> str:
+    """The commands that wrote several results JSONs, with their commits (once, when they agree)."""
+    commits = sorted({str(d["commit"])[:7] for d in datas})
+    if len(commits) > 1:
+        return "; ".join(made_by(d | {"machine": None}) for d in datas)
+    return "; ".join(f"`{d['command']}`" for d in datas) + f" (commit {commits[0]})"
+
+
 def error_at(run: dict, model: str, k: str) -> float:
     if model == "best Lasso":
         return min(e[k][0] for m, e in run["errors"].items() if m.startswith("lasso"))
     return run["errors"][model][k][0]
 
 
+def margin(run: dict) -> tuple[float, float, float]:
+    """A claim run's margin to its tightest criterion: bound - the transformer's error, with the
+    margins at the ends of the error's 5-95% bootstrap band (hi first: the band's low margin)."""
+    return min(
+        (c["bound"] - e[0], c["bound"] - e[2], c["bound"] - e[1])
+        for c in run["conditions"]
+        if c["bound"] is not None  # a condition on a comparator alone
+        for e in [run["errors"]["transformer"][str(c["k"])]]
+    )
+
+
 def claims_table(claims: list[dict], view: str) -> str:
-    """reproduce's claims.json as a table: each claim's errors at the k its criteria read."""
+    """reproduce's claims.json as a table: each claim's errors at the k its criteria read, and the
+    margin to its tightest criterion (VIEW `seeds`: with the error's and the margin's bands)."""
     rows = []
     for c in claims:
         name, k = c["claim"], str(c["ks"][-1])
-        holds = f"holds on {c['holds_on']} of {len(c['runs'])}"
-        runs = c["runs"] if view == "seeds" else [None]
-        for r in runs:
+        for r in c["runs"] if view == "seeds" else [None]:
             shown = [r] if r else c["runs"]
             transformer = " / ".join(f"{x['errors']['transformer'][k][0]:.3f}" for x in shown)
             comparators = "; ".join(
@@ -68,32 +97,80 @@ def claims_table(claims: list[dict], view: str) -> str:
                 comparators += f"; transformer / {shown[0]['ratio']['to']} " + " / ".join(
                     f"{x['ratio']['value']:.2f}" for x in shown
                 )
-            minutes = " / ".join(f"{x['train_seconds'] / 60:.0f}" for x in shown)
-            verdict = ("holds" if r["holds"] else "does not hold") if r else holds
+            margins = " / ".join("{:+.3f} [{:+.3f}, {:+.3f}]".format(*margin(x)) for x in shown)
+            if r:
+                band = r["errors"]["transformer"][k]
+                transformer += f" [{band[1]:.3f}, {band[2]:.3f}]"
+            verdict = ("holds" if r["holds"] else "does not hold") if r else f"holds on {c['holds_on']} of {len(shown)}"
             first = f"{LETTERS[name]} {name}, d = {c['n_dims']}" if r is None or r is c["runs"][0] else ""
-            rows.append(
-                [
-                    first,
-                    *([r["seed"]] if r else [", ".join(map(str, c["seeds"]))]),
-                    k,
-                    transformer,
-                    comparators,
-                    f"**{verdict}**",
-                    minutes,
-                ]
-            )
-    columns = [
-        "claim",
-        "seed" if view == "seeds" else "seeds",
-        "k",
-        "transformer",
-        "comparators",
-        "verdict",
-        "train min",
-    ]
+            seed = r["seed"] if r else ", ".join(map(str, c["seeds"]))
+            minutes = " / ".join(f"{x['train_seconds'] / 60:.0f}" for x in shown)
+            rows.append([first, seed, k, transformer, comparators, margins, f"**{verdict}**", minutes])
+    columns = ["claim", "seed" if view == "seeds" else "seeds", "k", "transformer", "comparators", "margin"]
     machines = sorted({r.get("machine", "") for c in claims for r in c["runs"]} - {""})
     source = f"\nMachine: {'; '.join(machines)}.\n" if machines else ""
-    return markdown(columns, rows) + source
+    return markdown([*columns, "verdict", "train min"], rows) + source
+
+
+def size(name: str, scale: str) -> str:
+    """A claim's problem and model at `scale`, from its config (what reproduce trains)."""
+    from minicl.reproduce import claim_config
+
+    cfg = claim_config(name, scale, [])
+    task, model = cfg.task, cfg.model
+    dims = f"{task.sparsity} of {task.n_dims} dims" if "sparsity" in task else f"{task.n_dims} dims"
+    depth = f", depth {task.depth}" if "depth" in task else ""
+    return (
+        f"{dims}{depth}, {task.curriculum.points.end} points; {model.n_layer} layers of width {model.n_embd}, "
+        f"{cfg.trainer.steps:,} steps"
+    )
+
+
+def status_table(results: list[dict]) -> str:
+    """Several claims.json (a glob): per claim its size at CPU scale beside the paper's, its
+    verdict over the seeds, the margin to its tightest criterion per seed, with the band."""
+    rows = []
+    for data in results:
+        for c in data["claims"]:
+            ratios = [r["ratio"] for r in c["runs"] if "ratio" in r]
+            beside = "".join(f"; transformer / {r['to']}: " for r in ratios[:1]) + " / ".join(
+                f"{r['value']:.2f}" for r in ratios
+            )
+            rows.append(
+                [
+                    f"{LETTERS[c['claim']]} {c['claim']}",
+                    size(c["claim"], "cpu"),
+                    size(c["claim"], "paper"),
+                    f"**holds on {c['holds_on']} of {len(c['runs'])}** (seed {', '.join(map(str, c['seeds']))})",
+                    " / ".join("{:+.3f} [{:+.3f}, {:+.3f}]".format(*margin(r)) for r in c["runs"]) + beside,
+                ]
+            )
+    rows.sort(key=lambda row: row[0])
+    columns = ["claim", "CPU size (trained)", "the paper's size", "verdict", "margin [band] per seed"]
+    return markdown(columns, rows) + (
+        "\nMargin: the tightest criterion's bound less the transformer's error (negative: the criterion "
+        "fails); in brackets, the same at the ends of the error's 5-95% bootstrap band. Sizes from "
+        "`experiment=claim_<task>` and the task defaults (`scale=paper`); verdicts from " + made_by_all(results) + ".\n"
+    )
+
+
+def schedules_table(folder: Path) -> str:
+    """The experiment configs (conf/experiment/*.yaml): the steps, rate and schedule each sets."""
+    from omegaconf import OmegaConf
+
+    keys = ["steps", "lr", "schedule", "warmup_steps", "decay_steps"]
+    rows = []
+    for path in sorted(folder.glob("*.yaml")):
+        trainer = OmegaConf.load(path).get("trainer") or {}
+        rows.append(
+            [
+                f"`experiment={path.stem}`",
+                *(f"{trainer[key]:,}" if isinstance(trainer.get(key), int) else trainer.get(key, "") for key in keys),
+            ]
+        )
+    return markdown(["config", *keys], rows) + (
+        "\nFrom `conf/experiment/*.yaml`; blank: the default (the paper's constant rate, no warm-up).\n"
+    )
 
 
 def sweep_table(out: dict) -> str:
@@ -111,8 +188,7 @@ def sweep_table(out: dict) -> str:
     ]
     at = "k = the value" if out["sweep"] == "length" else f"k = {out['k']}"
     return markdown([out["sweep"], *models], rows) + (
-        f"\nError / signal at {at}, {out['n_prompts']} prompts per value: "
-        f"`python -m minicl.explore run={out['run']} sweep={out['sweep']}`.\n"
+        f"\nError / signal at {at}, {out['n_prompts']} prompts per value: {made_by(out)}.\n"
     )
 
 
@@ -174,8 +250,25 @@ def algorithms_table(report: dict) -> str:
     columns = ["setting", "layer", "error", "closest (distance)", "closest GD", "closest Newton", "closest ridge"]
     return markdown(columns, rows) + (
         f"\nAt k = {k} of {report['n_prompts']} prompts, errors and distances over the error of predicting 0; "
-        f"{report['arch']}, {report['n_layer']} layers, d = {report['n_dims']}: "
-        f"`{report['command']}`.\n"
+        f"{report['arch']}, {report['n_layer']} layers, d = {report['n_dims']}: {made_by(report)}.\n"
+    )
+
+
+def path_table(report: dict, setting: str = "standard") -> str:
+    """explore sweep=algorithms' JSON (VIEW `path`): per layer, the closest GD step count and Newton
+    iteration on one setting, as a row each."""
+    k, layers = report["k"], report["settings"][setting]["layers"]
+
+    def steps(entry: dict, prefix: str) -> str:
+        return min((n for n in entry["distance"] if n.startswith(prefix)), key=lambda n: entry["distance"][n][k])[
+            len(prefix) :
+        ]
+
+    rows = [
+        [name, *(steps(e, prefix) for e in layers)] for name, prefix in (("GD steps", "gd_"), ("Newton", "newton_"))
+    ]
+    return markdown(["closest", *(f"layer {e['layer']}" for e in layers)], rows) + (
+        f"\nAt k = {k}, the {setting} setting: {made_by(report)}.\n"
     )
 
 
@@ -201,7 +294,7 @@ def against_gd_table(reports: list[dict]) -> str:
     columns = ["run", "layers", "model error", "GD error (same steps)", "model / GD", "cosine", "train s"]
     return markdown(columns, rows) + (
         f"\nAt k = {reports[0]['k']}, {reports[0]['n_prompts']} prompts of the standard setting: "
-        + "; ".join(f"`{r['command']}`" for r in reports)
+        + made_by_all(reports)
         + ".\n"
     )
 
@@ -228,9 +321,7 @@ def components_table(runs: dict[str, dict]) -> str:
     columns = ["predictor", *(f"component {i}{runs_named}" for i in range(n_parts))]
     return markdown(columns, rows) + (
         f"\nError at k = {k} on the noise-free query value over d, {first_run['n_prompts']} prompts per "
-        f"component, evaluation seed {first_run['seed']}: "
-        + "; ".join(f"`{m['command']}`" for m in runs.values())
-        + ".\n"
+        f"component, evaluation seed {first_run['seed']}: " + made_by_all(list(runs.values())) + ".\n"
     )
 
 
@@ -261,7 +352,7 @@ def selection_table(runs: dict[str, dict]) -> str:
     columns = ["run", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
     return markdown(columns, rows) + (
         "\nErrors at k = 2d on component 0 / component 1; the closest fixed ridge is the one whose worse "
-        "ratio to the model is least: " + "; ".join(f"`{m['command']}`" for m in runs.values()) + ".\n"
+        "ratio to the model is least: " + made_by_all(list(runs.values())) + ".\n"
     )
 
 
@@ -273,10 +364,10 @@ def real_tables_table(report: dict, view: str | None) -> str:
     models = list(next(iter(first.values())))
     if view == "contexts":
         rows = [
-            [f"{c} rows", *(f"{sum(r[c][m]['mean'] for r in results.values()) / len(results):.3f}" for m in models)]
+            [f"{c} rows", *(f"{mean([mean(r[c][m]['r2']) for r in results.values()]):.3f}" for m in models)]
             for c in first
         ]
-        return markdown(["context", *models], rows) + f"\nMean R² over {len(results)} tables: `{report['command']}`.\n"
+        return markdown(["context", *models], rows) + f"\nMean R² over {len(results)} tables: {made_by(report)}.\n"
     if view == "verdicts":
         rows = [
             [
@@ -296,10 +387,10 @@ def real_tables_table(report: dict, view: str | None) -> str:
         )
     at = str(report["criterion"]["context"])
     rows = [
-        [t, tables[t]["features"], tables[t]["rows"], *(f"{results[t][at][m]['mean']:.3f}" for m in models)]
+        [t, tables[t]["features"], tables[t]["rows"], *(f"{mean(results[t][at][m]['r2']):.3f}" for m in models)]
         for t in results
     ]
-    means = [f"**{sum(results[t][at][m]['mean'] for t in results) / len(results):.3f}**" for m in models]
+    means = [f"**{mean([mean(results[t][at][m]['r2']) for t in results]):.3f}**" for m in models]
     rows.append(["**mean**", "", "", *means])
     lines = [
         f"{v['model']}: {v['mean_gap']:+.3f} against RidgeCV on the mean, worst table {v['worst_table']} "
@@ -324,14 +415,19 @@ def render(path: str, view: str | None) -> str:
         if not found:
             raise FileNotFoundError(f"no file matches docs/{path}")
         named = {p.stem: json.loads(p.read_text()) for p in found}
+        if view == "status":
+            return status_table(list(named.values()))
         if view in ("selection", "components"):
             return (selection_table if view == "selection" else components_table)(named)
         return against_gd_table(list(named.values()))
+    if view == "schedules":
+        return schedules_table(DOCS / path)
     data = json.loads((DOCS / path).read_text())
-    if isinstance(data, list):  # reproduce's claims.json
-        return claims_table(data, view or "summary")
+    if "claims" in data:  # reproduce's claims.json
+        note = f" The JSON was {data['note']}." if "note" in data else ""
+        return claims_table(data["claims"], view or "summary") + f"\nWritten by {made_by(data)}.{note}\n"
     if data.get("sweep") == "algorithms":  # explore's algorithms.json
-        return algorithms_table(data)
+        return path_table(data) if view == "path" else algorithms_table(data)
     if "sweep" in data:  # explore's <sweep>.json
         return sweep_table(data)
     if "verdicts" in data:  # examples/real_data.py's JSON
@@ -342,7 +438,7 @@ def render(path: str, view: str | None) -> str:
         return components_table({Path(path).stem: data})
     if "evaluation" in data:  # a shipped model's record
         return shipped_table(data)
-    return markdown(data["columns"], data["rows"]) + (f"\n{data['source']}\n" if data.get("source") else "")
+    raise ValueError(f"docs/{path}: not a JSON that a minicl command writes; results are never written by hand")
 
 
 def pages() -> list[Path]:

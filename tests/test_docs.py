@@ -39,6 +39,7 @@ def test_a_table_edited_by_hand_or_a_changed_result_is_caught(tmp_path):
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     shutil.copytree(ROOT / "minicl" / "shipped", tmp_path / "minicl" / "shipped")
     shutil.copytree(ROOT / "benchmarks" / "results", tmp_path / "benchmarks" / "results")
+    shutil.copytree(ROOT / "conf", tmp_path / "conf")
     render = load_render(tmp_path)
     page = next(p for p in render.pages() if render.BLOCK.search(p.read_text()))
     text = page.read_text()
@@ -188,7 +189,8 @@ def read(words: list[str]) -> list[str]:
     runs = [w.split("=", 1)[1] for w in words if w.startswith("run=")]
     if "minicl.compare" in words:
         runs += [w for w in words[words.index("minicl.compare") + 1 :] if "=" not in w and not w.startswith("-")]
-    return [r.rstrip("/") for r in runs if not r.startswith("pretrained:") and r != r.upper()]  # RUN: a placeholder
+    placeholder = ("pretrained:", "path/to/")  # a shipped model, another code's run; RUN below
+    return [r.rstrip("/") for r in runs if not r.startswith(placeholder) and r != r.upper()]
 
 
 def test_each_run_a_command_reads_is_one_an_earlier_command_writes():
