@@ -184,7 +184,7 @@ def probe_figure(report: dict, path: Path) -> None:
     right.set_yscale("log")
     for ax in (left, right):
         ax.set_xlabel("in-context examples")
-        ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1)
+        ax.axvline(report["k"] / 2, color="gray", ls=":", lw=1, label="k = d")
         ax.legend(fontsize=7)
     fig.suptitle(
         f"{report['task']}, run {report['run']}: the implicit weights (gradient of the prediction w.r.t. the query)",
