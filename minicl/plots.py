@@ -124,7 +124,7 @@ def sweep_figures(out: dict, label: str, log: bool, out_dir: Path) -> None:
     values = [r["value"] for r in results]
     models = list(results[0]["models"])
     ks = [int(v) if sweep == "length" else out["k"] for v in values]  # the k each value is read at
-    fig, ax = pyplot().subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4))
     for name in models:
         mean, lo, hi = ([r["models"][name][key][k] for r, k in zip(results, ks)] for key in ("mean", "lo", "hi"))
         ax.plot(values, mean, "o-", label=name, lw=2 if name in MODELS else 1.2, ms=3, color=model_color(name))
@@ -143,7 +143,7 @@ def sweep_figures(out: dict, label: str, log: bool, out_dir: Path) -> None:
     ax.set_ylabel("error / signal" + ("" if sweep == "length" else f" at k={out['k']}"))
     model = out["arch"] + (f", pos_emb={out['pos_emb']}" if out["pos_emb"] else "")
     ax.set_title(f"{sweep} sweep: run {out.get('run', '?')}\n({out['task']}, {model})", fontsize=9)
-    ax.legend(fontsize=7)
+    outside_legend(ax)
     save_figure(fig, out_dir / f"{sweep}.png")
     sweep_curves(sweep, results if sweep != "length" else results[-1:], out_dir, out.get("run", "?"))
 
