@@ -356,6 +356,25 @@ def selection_table(runs: dict[str, dict]) -> str:
     )
 
 
+def verdicts_table(report: dict) -> str:
+    """examples/real_data.py's JSON (VIEW `verdicts`): the criterion, regressor by regressor."""
+    rows = [
+        [
+            v["model"],
+            f"{v['mean_r2']:.3f}",
+            f"{v['ridge_mean_r2']:.3f}",
+            f"{v['mean_gap']:+.3f}",
+            f"{v['worst_table']} ({v['worst_gap']:+.3f})",
+            ", ".join(v["tables_below_context_mean"]) or "none",
+        ]
+        for v in report["verdicts"]
+    ]
+    columns = ["model", "mean R²", "RidgeCV's", "difference", "worst table", "below the context mean"]
+    return markdown(columns, rows) + (
+        f"\nAt 40 context rows on splits {report['seeds'][0]} to {report['seeds'][-1]}: {made_by(report)}.\n"
+    )
+
+
 def real_tables_table(report: dict, view: str | None) -> str:
     """examples/real_data.py's JSON: R² per table and model at 40 context rows (mean over the splits),
     their mean and the criterion's verdict; VIEW `contexts`: the mean over the tables at each context."""
@@ -369,22 +388,7 @@ def real_tables_table(report: dict, view: str | None) -> str:
         ]
         return markdown(["context", *models], rows) + f"\nMean R² over {len(results)} tables: {made_by(report)}.\n"
     if view == "verdicts":
-        rows = [
-            [
-                v["model"],
-                f"{v['mean_r2']:.3f}",
-                f"{v['ridge_mean_r2']:.3f}",
-                f"{v['mean_gap']:+.3f}",
-                f"{v['worst_table']} ({v['worst_gap']:+.3f})",
-                ", ".join(v["tables_below_context_mean"]) or "none",
-            ]
-            for v in report["verdicts"]
-        ]
-        columns = ["model", "mean R²", "RidgeCV's", "difference", "worst table", "below the context mean"]
-        return (
-            markdown(columns, rows)
-            + f"\nAt 40 context rows on splits {report['seeds'][0]} to {report['seeds'][-1]}: `{report['command']}`.\n"
-        )
+        return verdicts_table(report)
     at = str(report["criterion"]["context"])
     rows = [
         [t, tables[t]["features"], tables[t]["rows"], *(f"{mean(results[t][at][m]['r2']):.3f}" for m in models)]
@@ -404,8 +408,7 @@ def real_tables_table(report: dict, view: str | None) -> str:
         f"\nR² on the rows outside a {at}-row context, mean over {len(report['seeds'])} random splits. "
         + "; ".join(lines)
         + f". Fit and predict per split, mean over the tables: {timing}; a 40-row context and 1000 rows "
-        f"predicted: {report['predict_1000_rows_seconds']:.3f} s. `{report['command']}` on {report['machine']['cpu']} "
-        f"({report['machine']['kernels']}), commit {str(report['commit'])[:7]}.\n"
+        f"predicted: {report['predict_1000_rows_seconds']:.3f} s. {made_by(report)}.\n"
     )
 
 
