@@ -24,7 +24,7 @@ from minicl.rundir import (
 from minicl.train import queries_errors
 
 SOURCES = {  # name: (the run directory it ships, the command that trains it there)
-    **{claim: (f"runs/claims/cpu/{claim}/seed0", f"python -m minicl.reproduce claims=[{claim}]") for claim in CLAIMS},
+    **{claim: (f"runs/claims/cpu/{claim}/seed0", f"python -m minicl.reproduce 'claims=[{claim}]'") for claim in CLAIMS},
     **{
         name: (
             f"runs/ship/{name}",
