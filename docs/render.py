@@ -10,15 +10,17 @@ A block in a markdown file is
     <!-- end table -->
 
 with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
-claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed), an explore
+claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed; a glob of them
+with VIEW `status`: each claim's size beside the paper's, verdict and margins), an explore
 sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's closest
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
 with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
 as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor), a
-shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios;
-any other JSON is a table of measurements, {"columns": [...], "rows": [[...], ...], "source":
-"..."}, rendered as it stands, with its source (the machine and the command that measured it) below.
+shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios, and
+`../conf/experiment schedules` as the experiment configs' schedules. Each table names the command
+and commit that wrote its JSON; a JSON that no command wrote is refused: results are never
+written by hand.
 """
 
 import json
