@@ -183,3 +183,26 @@ def test_the_real_tables_benchmark_scores_judges_and_draws(tmp_path):
     assert v["holds"] == (v["mean_gap"] >= -0.02 and v["worst_gap"] >= -0.1 and not v["tables_below_context_mean"])
     assert report["command"].startswith("python examples/real_data.py --tables diabetes")
     assert (tmp_path / "r.png").stat().st_size > 0 and out.exists()
+
+
+def test_the_correlated_features_diagnostic_whitens_the_context(tmp_path, monkeypatch):
+    """examples/correlated_features.py: a whitened context has uncorrelated unit-variance features,
+    the queries are mapped alike, and the conditioning measure is 1 for uncorrelated features, 0 for collinear."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "examples"))
+    path = Path(__file__).parents[1] / "examples" / "correlated_features.py"
+    spec = importlib.util.spec_from_file_location("correlated_features", path)
+    diagnostic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnostic)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) @ np.array([[1.0, 0.9, 0.0], [0.0, 0.1, 0.0], [0.0, 0.0, 5.0]]) + 3.0
+    reg = diagnostic.Whitened(save_model(tables_model(n_dims=3, n_positions=45), tmp_path), n_estimators=1)
+    reg.fit(X, X.sum(1))
+    Z = (X - reg.mu_) @ reg.map_
+    assert np.allclose(Z.T @ Z / len(Z), np.eye(3), atol=1e-8)
+    queries = rng.normal(size=(5, 3))
+    plain = ICLRegressor(reg.model, n_estimators=1).fit(Z, X.sum(1)).predict((queries - reg.mu_) @ reg.map_)
+    assert np.allclose(reg.predict(queries), plain)
+    assert diagnostic.smallest_singular(Z) == pytest.approx(1.0)
+    assert diagnostic.smallest_singular(np.column_stack([X[:, 0], 2 * X[:, 0]])) < 1e-6
