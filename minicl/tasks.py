@@ -352,7 +352,9 @@ class Tables(Task):
     """A prior over small real tables (ICLRegressor's default model is trained on it). Per prompt:
     the number of features, uniform in 1..active dims (the rest zero, as the regressor pads a
     table); each feature's shape (normal, skewed, binary or ordinal; correlated by a random mixing
-    of strength up to `correlation`); the function, linear, sparse linear (a uniform number of
+    of strength up to `correlation`, and, with `factors` > 0, sharing 0 to `factors` latent factors that
+    explain a share s of each feature's variance, 1 - s log-uniform in [1 - factor_share, 1], so
+    features can be as collinear as real tables'); the function, linear, sparse linear (a uniform number of
     the features) or a 2-layer ReLU net of `hidden` units with biases, at odds `linear`:`sparse`:`relu`;
     and label noise of std noise x the signal's spread over the prompt, noise log-uniform in
     [noise_min, noise_max]. Trained as ICLRegressor predicts (trainer.loss_on=queries): prompts
@@ -363,6 +365,8 @@ class Tables(Task):
     relu: float = 1.0
     hidden: int = 16
     correlation: float = 1.0
+    factors: int = 0
+    factor_share: float = 0.98
     noise_min: float = 0.03
     noise_max: float = 3.0
 
@@ -372,6 +376,8 @@ class Tables(Task):
             raise ValueError(f"task.linear, sparse, relu are odds: non-negative with a positive sum, got {odds}")
         if not 0 < self.noise_min <= self.noise_max:
             raise ValueError(f"need 0 < noise_min <= noise_max, got {self.noise_min} and {self.noise_max}")
+        if self.factors < 0 or not 0 <= self.factor_share < 1:
+            raise ValueError(f"need factors >= 0 and 0 <= factor_share < 1, got {self.factors} and {self.factor_share}")
         self.odds = torch.tensor(odds, dtype=torch.float64) / sum(odds)
 
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
@@ -385,7 +391,7 @@ class Tables(Task):
         used = 1 + (uniform(batch) * features).long()  # the sparse function's support size
         ranks = torch.where(active, uniform(batch, D), 2.0).argsort(1).argsort(1)
         log_noise = math.log(self.noise_min) + uniform(batch) * math.log(self.noise_max / self.noise_min)
-        return {
+        return self._factors(gen, batch) | {
             "active": active.float(),
             "support": (ranks < used[:, None]).float(),
             "kind": torch.multinomial(self.odds.to(gen.device), batch, replacement=True, generator=gen),
@@ -399,8 +405,26 @@ class Tables(Task):
             "noise": log_noise.exp(),
         }
 
+    def _factors(self, gen: torch.Generator, batch: int) -> Params:
+        """Latent factors shared by the features; none drawn (the generator untouched) when factors=0."""
+        if self.factors == 0:
+            return {}
+        D, K = self.n_dims, self.factors
+        count = (torch.rand(batch, generator=gen, device=gen.device) * (K + 1)).long()  # 0..K factors
+        loadings = _randn(gen, batch, K, D) * (torch.arange(K, device=gen.device) < count[:, None]).float()[..., None]
+        unique = (1 - self.factor_share) ** torch.rand(batch, generator=gen, device=gen.device)  # 1 - s
+        return {
+            "factor_in": _randn(gen, batch, D, K) / math.sqrt(D),  # each factor a mix of all D coordinates
+            "loadings": loadings / loadings.norm(dim=1, keepdim=True).clamp_min(1e-12),  # unit norm per feature
+            "share": torch.where(count > 0, 1 - unique, 0.0),
+        }
+
     def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
         active = params["active"][:, None]  # (B, 1, D)
+        if "share" in params:
+            share = params["share"][:, None, None].to(xs)
+            shared = xs @ params["factor_in"].to(xs) @ params["loadings"].to(xs)
+            xs = (1 - share).sqrt() * xs + share.sqrt() * shared
         xs = xs * active
         xs = (xs + xs @ params["mixing"].to(xs)) * active
         xs = xs / xs.std(1, keepdim=True).clamp_min(1e-6) * active  # each feature's spread 1 over the prompt
