@@ -58,6 +58,31 @@ def test_tables_label_noise_follows_its_ratio_to_the_signal():
         Tables(n_dims=4, linear=-1.0)
 
 
+def test_tables_factors_correlate_the_features_as_their_linear_map_says():
+    """With factors, each prompt's features are the linear map sqrt(1 - s) I + sqrt(s) A L of
+    independent coordinates: their correlation over many rows is that map's (float64 reference);
+    with factors=0 nothing is drawn and the features are uncorrelated."""
+    task = Tables(n_dims=5, factors=2, factor_share=0.98, correlation=0.0)
+    gens = make_generators(2)
+    params = task.sample(gens["functions"], 64, 5) | {"shape": torch.zeros(64, 5, dtype=torch.long)}
+    params["active"] = torch.ones(64, 5)
+    xs = task.inputs(params, torch.randn(64, 20000, 5, generator=gens["inputs"]))
+    share = params["share"].double()[:, None, None]
+    maps = (1 - share).sqrt() * torch.eye(5, dtype=torch.float64) + share.sqrt() * (
+        params["factor_in"].double() @ params["loadings"].double()
+    )
+    cov = maps.transpose(1, 2) @ maps
+    want = cov / (cov.diagonal(dim1=1, dim2=2)[:, :, None] * cov.diagonal(dim1=1, dim2=2)[:, None, :]).sqrt()
+    got = torch.stack([torch.corrcoef(x.T.double()) for x in xs])
+    assert (got - want).abs().max().item() < 0.05
+    assert (params["share"] == 0).any() and (params["share"] > 0.9).any()  # 0 factors, and nearly collinear
+    assert want.triu(1).abs().amax().item() > 0.9
+    plain = Tables(n_dims=5, correlation=0.0)
+    assert "share" not in plain.sample(gens["functions"], 4, 5)
+    with pytest.raises(ValueError, match="factor_share"):
+        Tables(n_dims=4, factors=1, factor_share=1.0)
+
+
 def test_standardize_is_sklearns_scaler_fitted_on_the_context():
     xs, ys = torch.randn(3, 12, 4, dtype=torch.float64) * 7 + 3, torch.randn(3, 12, dtype=torch.float64) * 5 - 2
     xs[1, :, 2] = 4.0  # a constant feature is only centred
