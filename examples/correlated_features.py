@@ -2,7 +2,7 @@
 regressor scores when each context is whitened first (a diagnostic; the shipped regressor does not
 whiten, and no model was trained on whitened contexts):
 
-    python examples/correlated_features.py --model runs/tables_30k --seeds 100-109
+    python examples/correlated_features.py --model runs/ship/tables --seeds 100-109
 
 Per table: the median over the splits of the smallest singular value of the standardised 40-row
 context over sqrt(40) (1 for uncorrelated features, 0 for collinear ones), and the mean R² with and
@@ -57,7 +57,7 @@ def prior_conditioning(model: str, features: list[int], n_prompts: int = 2000) -
 
 def main() -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="runs/tables_30k", help="a run directory")
+    parser.add_argument("--model", default="runs/ship/tables", help="a tables run directory")
     parser.add_argument("--seeds", default="100-109", help="split seeds, FIRST-LAST")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     args = parser.parse_args()

@@ -61,7 +61,7 @@ def test_tables_label_noise_follows_its_ratio_to_the_signal():
 def test_tables_factors_correlate_the_features_as_their_linear_map_says():
     """With factors, each prompt's features are the linear map sqrt(1 - s) I + sqrt(s) A L of
     independent coordinates: their correlation over many rows is that map's (float64 reference);
-    with factors=0 nothing is drawn and the features are uncorrelated."""
+    with factors=0 no factor is drawn."""
     task = Tables(n_dims=5, factors=2, factor_share=0.98, correlation=0.0)
     gens = make_generators(2)
     params = task.sample(gens["functions"], 64, 5) | {"shape": torch.zeros(64, 5, dtype=torch.long)}
