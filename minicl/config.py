@@ -56,6 +56,8 @@ class TrainerSchema:
     warmup_steps: int = 0  # linear warm-up from 0 to lr over this many steps
     decay_steps: int = 0  # wsd: the steps of the final decay
     seed: int = 0
+    init: Optional[str] = None  # start from these weights (a run directory, a checkpoint or
+    # pretrained:<name>, of the same model config) instead of fresh ones; the optimiser starts afresh
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: Optional[bool] = None  # None: on for CUDA, off on CPU
     compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune"] = "default"

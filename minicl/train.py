@@ -336,12 +336,26 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     )
 
 
+def start_from(model: PromptModel, source: str) -> None:
+    """Load the weights of `source` (trainer.init) into `model`, refusing a model of another config."""
+    state = rundir.read_run(source)
+    theirs = ModelConfig(**state["model_config"])
+    if theirs != model.config:
+        raise ValueError(
+            f"trainer.init={source} holds a model of another config: {theirs}, not this run's {model.config}"
+        )
+    model.load_state_dict(state["model"])
+
+
 def resume(run: Run) -> None:
-    """Continue from the run directory's newest intact checkpoint, if any."""
+    """Continue from the run directory's newest intact checkpoint, if any; else start from
+    trainer.init's weights, if it names any."""
     state = rundir.latest_checkpoint(run.run_dir)
     if state is not None:
         check_resumable(state["config"], run.cfg, run.run_dir)
         run.step = rundir.restore(state, run.model, run.opt, run.sampler)
+    elif run.cfg.trainer.init:
+        start_from(run.model, run.cfg.trainer.init)
     if not run.step and run.writes:
         rundir.write_provenance(run.run_dir)
     if run.step and run.writes:

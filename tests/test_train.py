@@ -54,6 +54,19 @@ def test_resume_refuses_a_different_config(tiny_cfg, tmp_path):
         train(tiny_cfg("trainer.lr=2e-3"), tmp_path)
 
 
+def test_init_starts_from_another_runs_weights_and_refuses_another_model(tiny_cfg, tmp_path):
+    source = weights(train(tiny_cfg("trainer.steps=2"), tmp_path / "a"))
+    started = weights(
+        train(tiny_cfg("trainer.steps=1", "trainer.lr=1e-12", f"trainer.init={tmp_path / 'a'}"), tmp_path / "b")
+    )
+    fresh = weights(train(tiny_cfg("trainer.steps=1", "trainer.lr=1e-12"), tmp_path / "c"))
+    for k in source:  # one step at a learning rate of 1e-12 moves no weight by more than that
+        torch.testing.assert_close(started[k], source[k], rtol=0, atol=1e-9)
+    assert max((source[k] - fresh[k]).abs().max() for k in source) > 1e-4  # what training moved them
+    with pytest.raises(ValueError, match=r"trainer.init=.* another config.*n_embd="):
+        train(tiny_cfg("trainer.steps=1", "model.n_embd=16", f"trainer.init={tmp_path / 'a'}"), tmp_path / "d")
+
+
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path):
     train(tiny_cfg("trainer.steps=4"), tmp_path)
     (tmp_path / "state.pt").write_bytes((tmp_path / "state.pt").read_bytes()[:100])
