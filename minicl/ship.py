@@ -35,7 +35,8 @@ SOURCES = {  # name: (the run directory it ships, the command that trains it the
             ("linear_d20", "linear"),
             ("linear_deep", "linear"),
             ("noise_mixture", "mixture"),
-            ("tables", "tables"),
+            ("tables_base", "tables"),
+            ("tables", "tables"),  # starts from pretrained:tables_base
         )
     },
 }

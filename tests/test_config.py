@@ -48,6 +48,7 @@ OWN_TASK = {
     "noise_mixture": "mixture",
     "linear_relu_mixture": "mixture",
     "tables": "tables",
+    "tables_base": "tables",
 }
 
 

@@ -131,7 +131,7 @@ def tables_run(*overrides):
 
     return compose_config(
         "task=tables",
-        "experiment=tables",
+        "experiment=tables_base",
         "model.n_layer=2",
         "model.n_embd=32",
         "model.n_head=2",
