@@ -156,14 +156,23 @@ def status_table(results: list[dict]) -> str:
     )
 
 
-def schedules_table(folder: Path) -> str:
-    """The experiment configs (conf/experiment/*.yaml): the steps, rate and schedule each sets."""
+def experiment(path: Path):
+    """An experiment config's own keys over those of the experiments its `defaults` name (other
+    groups' defaults, `override /model: ...`, set no trainer key)."""
     from omegaconf import OmegaConf
 
+    own = OmegaConf.load(path)
+    names = [d for d in own.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
+    parents = [experiment(path.with_name(f"{name}.yaml")) for name in names]
+    return OmegaConf.merge(*parents, own)
+
+
+def schedules_table(folder: Path) -> str:
+    """The experiment configs (conf/experiment/*.yaml): the steps, rate and schedule each sets."""
     keys = ["steps", "lr", "schedule", "warmup_steps", "decay_steps"]
     rows = []
     for path in sorted(folder.glob("*.yaml")):
-        trainer = OmegaConf.load(path).get("trainer") or {}
+        trainer = experiment(path).get("trainer") or {}
         rows.append(
             [
                 f"`experiment={path.stem}`",
