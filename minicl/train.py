@@ -338,7 +338,10 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
 
 def start_from(model: PromptModel, source: str) -> None:
     """Load the weights of `source` (trainer.init) into `model`, refusing a model of another config."""
-    state = rundir.read_run(source)
+    try:
+        state = rundir.read_run(source)
+    except (FileNotFoundError, rundir.CheckpointError) as e:
+        raise type(e)(f"trainer.init={source}: {e}") from e
     theirs = ModelConfig(**state["model_config"])
     if theirs != model.config:
         raise ValueError(

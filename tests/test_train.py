@@ -65,6 +65,8 @@ def test_init_starts_from_another_runs_weights_and_refuses_another_model(tiny_cf
     assert max((source[k] - fresh[k]).abs().max() for k in source) > 1e-4  # what training moved them
     with pytest.raises(ValueError, match=r"trainer.init=.* another config.*n_embd="):
         train(tiny_cfg("trainer.steps=1", "model.n_embd=16", f"trainer.init={tmp_path / 'a'}"), tmp_path / "d")
+    with pytest.raises(FileNotFoundError, match=r"trainer.init=.*nowhere: no run directory"):
+        train(tiny_cfg("trainer.steps=1", f"trainer.init={tmp_path / 'nowhere'}"), tmp_path / "e")
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tiny_cfg, tmp_path):
