@@ -16,11 +16,11 @@ sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each 
 algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
 with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
-as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor), a
-shipped model's record as its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios, and
-`../conf/experiment schedules` as the experiment configs' schedules. Each table names the command
-and commit that wrote its JSON; a JSON that no command wrote is refused: results are never
-written by hand.
+as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor; a
+glob of them with VIEW `verdicts`: the criterion per trained model), a shipped model's record as
+its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios, and `../conf/experiment
+schedules` as the experiment configs' schedules. Each table names the command and commit that
+wrote its JSON; a JSON that no command wrote is refused: results are never written by hand.
 """
 
 import json
@@ -386,6 +386,30 @@ def verdicts_table(report: dict) -> str:
     )
 
 
+def seeds_verdicts_table(reports: list[dict]) -> str:
+    """A glob of examples/real_data.py's JSONs (VIEW `verdicts`), one per trained model: each one's
+    criterion, and the spread of the worst table's shortfall."""
+    rows = [
+        [
+            f"`{r['model']}`",
+            f"{v['mean_r2']:.3f}",
+            f"{v['ridge_mean_r2']:.3f}",
+            f"{v['mean_gap']:+.3f}",
+            f"{v['worst_table']} ({v['worst_gap']:+.3f})",
+            ", ".join(v["tables_below_context_mean"]) or "none",
+            f"**{'holds' if v['holds'] else 'does not hold'}**",
+        ]
+        for r in reports
+        for v in r["verdicts"]
+    ]
+    columns = ["model", "mean R²", "RidgeCV's", "difference", "worst table", "below the context mean", "criterion"]
+    gaps = [v["worst_gap"] for r in reports for v in r["verdicts"]]
+    return markdown(columns, rows) + (
+        f"\nAt 40 context rows on splits {reports[0]['seeds'][0]} to {reports[0]['seeds'][-1]}; the worst table's "
+        f"difference ranges from {min(gaps):+.3f} to {max(gaps):+.3f}: {made_by_all(reports)}.\n"
+    )
+
+
 def real_tables_table(report: dict, view: str | None) -> str:
     """examples/real_data.py's JSON: R² per table and model at 40 context rows (mean over the splits),
     their mean and the criterion's verdict; VIEW `contexts`: the mean over the tables at each context."""
@@ -431,6 +455,8 @@ def render(path: str, view: str | None) -> str:
         named = {p.stem: json.loads(p.read_text()) for p in found}
         if view == "status":
             return status_table(list(named.values()))
+        if view == "verdicts":
+            return seeds_verdicts_table(list(named.values()))
         if view in ("selection", "components"):
             return (selection_table if view == "selection" else components_table)(named)
         return against_gd_table(list(named.values()))
