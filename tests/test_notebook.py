@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).parents[1] / "examples" / "playground.ipynb"
@@ -23,6 +24,7 @@ def test_the_committed_notebook_shows_its_figures():
     assert figures(nbformat.read(NOTEBOOK, as_version=4)) >= 5
 
 
+@pytest.mark.slow
 def test_the_playground_runs_in_under_three_minutes(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     for cell in nb.cells:

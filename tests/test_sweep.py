@@ -50,6 +50,7 @@ def test_joblib_runs_the_jobs_in_separate_processes_sharing_the_cores(tmp_path):
     assert {int(threads) for threads, _ in jobs} == {max(1, cores // 2)}
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_the_sweep_and_the_slurm_config_composes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the [sweep] extra is not installed")
     sweep(tmp_path, "hydra/launcher=submitit_local")
