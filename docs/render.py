@@ -12,8 +12,9 @@ A block in a markdown file is
 with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed; a glob of them
 with VIEW `status`: each claim's size beside the paper's, verdict and margins), an explore
-sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's closest
-algorithms (a glob of them: each run's output against as many GD steps as it has layers), a
+sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's verdict
+and closest GD, Newton and ridge members with their bands (VIEW `path`: the counts per layer), a
+JSON of `python -m minicl.mechanism` by its `kind` (constructions, masks, depth, dynamics), a
 mixture's metrics.json as each predictor's error per component (VIEW `components`; a glob of them
 with VIEW `selection`: the algorithm-selection criterion per seed), examples/real_data.py's JSON
 as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion per regressor; a
@@ -237,15 +238,33 @@ def benchmark_table(run: dict) -> str:
     )
 
 
-def closest(entry: dict, prefix: str, k: int) -> str:
-    """The algorithm whose name starts with `prefix` nearest to a layer at k, with its distance."""
-    name = min((n for n in entry["distance"] if n.startswith(prefix)), key=lambda n: entry["distance"][n][k])
-    return f"{name} ({entry['distance'][name][k]:.3f})"
+def member(entry: dict, fam: str) -> str:
+    """A family's closest member at k with its bootstrap band (and a mark where it is the grid's edge)."""
+    e = entry["families"].get(fam)
+    if e is None:
+        return "-"
+    value, low, high = (n[len(fam) + 1 :] for n in (e["closest"], *e["band"]))
+    if fam == "ridge":
+        value, low, high = (f"{float(v):.3g}" for v in (value, low, high))
+    spread = "" if low == high == value else f" [{low}, {high}]"
+    return f"{value}{spread} ({e['distance']:.3f}){' edge' * e['at_edge']}"
+
+
+def verdict(entry: dict) -> str:
+    """The verdict at k: the closest algorithm with its distance, or a tie naming both, or none."""
+    d = entry["distance"]
+    if entry["verdict"] == "none":
+        return f"none ({entry['closest']} {d[entry['closest']]:.2f})"
+    if entry["tie"]:
+        return (
+            f"tie: {entry['closest']} / {entry['runner_up']} ({d[entry['closest']]:.3f} / {d[entry['runner_up']]:.3f})"
+        )
+    return f"**{entry['closest']}** ({d[entry['closest']]:.3f}){' edge' * entry['at_edge']}"
 
 
 def algorithms_table(report: dict) -> str:
-    """explore sweep=algorithms' JSON: per setting and layer, the readout's error at k, the
-    closest algorithm, and the closest GD step count, Newton iteration and ridge lam."""
+    """explore sweep=algorithms' JSON: per setting and layer, the y readout's error at k, the verdict,
+    and the closest GD step count, Newton iteration and ridge lam, each with its band."""
     k, rows = report["k"], []
     for setting, s in report["settings"].items():
         for entry in [*s["layers"], {**s["output"], "layer": "output"}]:
@@ -254,60 +273,140 @@ def algorithms_table(report: dict) -> str:
                     setting if entry["layer"] == 0 else "",
                     entry["layer"],
                     f"{entry['error'][k]:.3f}",
-                    closest(entry, entry["closest"], k),
-                    *(closest(entry, prefix, k) for prefix in ("gd_", "newton_", "ridge_")),
+                    verdict(entry),
+                    *(member(entry, fam) for fam in ("gd", "newton", "ridge")),
                 ]
             )
-    columns = ["setting", "layer", "error", "closest (distance)", "closest GD", "closest Newton", "closest ridge"]
+    columns = ["setting", "layer", "error", "verdict", "GD steps", "Newton iterations", "ridge lam"]
     return markdown(columns, rows) + (
-        f"\nAt k = {k} of {report['n_prompts']} prompts, errors and distances over the error of predicting 0; "
-        f"{report['arch']}, {report['n_layer']} layers, d = {report['n_dims']}: {made_by(report)}.\n"
+        f"\nAt k = {k} of {report['n_prompts']} prompts; {report['arch']}, {report['n_layer']} layers, "
+        f"{report.get('mask', 'causal')} mask, d = {report['n_dims']}"
+        f"{', trained with kappa = ' + format(report['kappa'], 'g') if report.get('kappa', 1) != 1 else ''}. "
+        "Error: a readout of y, over the error of predicting 0. Layers: the share of each algorithm's "
+        "prediction a readout fitted to it cannot recover; output: the mean squared difference over the "
+        "error of predicting 0. [a, b]: the 5-95% bootstrap range of the closest member; edge: the grid's "
+        f"end. {made_by(report)}.\n"
     )
 
 
 def path_table(report: dict, setting: str = "standard") -> str:
-    """explore sweep=algorithms' JSON (VIEW `path`): per layer, the closest GD step count and Newton
-    iteration on one setting, as a row each."""
-    k, layers = report["k"], report["settings"][setting]["layers"]
+    """explore sweep=algorithms' JSON (VIEW `path`): per layer, the matching GD step count and Newton
+    iteration on one setting, with their bands, as a row each."""
+    layers = report["settings"][setting]["layers"]
 
-    def steps(entry: dict, prefix: str) -> str:
-        return min((n for n in entry["distance"] if n.startswith(prefix)), key=lambda n: entry["distance"][n][k])[
-            len(prefix) :
-        ]
+    def cell(entry: dict, fam: str) -> str:
+        return member(entry, fam).split(" (")[0] + (" edge" if entry["families"][fam]["at_edge"] else "")
 
-    rows = [
-        [name, *(steps(e, prefix) for e in layers)] for name, prefix in (("GD steps", "gd_"), ("Newton", "newton_"))
-    ]
-    return markdown(["closest", *(f"layer {e['layer']}" for e in layers)], rows) + (
-        f"\nAt k = {k}, the {setting} setting: {made_by(report)}.\n"
+    rows = [[name, *(cell(e, fam) for e in layers)] for name, fam in (("GD steps", "gd"), ("Newton", "newton"))]
+    rows.append(["verdict", *(e["verdict"].replace("tie: ", "tie ") for e in layers)])
+    return markdown(["", *(f"layer {e['layer']}" for e in layers)], rows) + (
+        f"\nAt k = {report['k']}, the {setting} setting: {made_by(report)}.\n"
     )
 
 
-def against_gd_table(reports: list[dict]) -> str:
-    """Several sweep=algorithms JSONs (a glob): each run's output error at k on the standard setting
-    beside that of as many GD steps as it has layers, at the line-searched step size, and the cosine
-    similarity of their predictions."""
+def constructions_table(data: dict) -> str:
+    """mechanism constructions: the causal construction's distance to its fixed point and to Ding et
+    al.'s with depth, and the prefix construction against t GD steps."""
+    rows = [
+        [c["layers"], f"{c['to_fixed_point']:.2e}", f"{c['to_ding']:.3f}", f"{c['error']:.4f}"] for c in data["causal"]
+    ]
+    e = data["error"]
+    prefix = "; ".join(
+        f"{p['layers']} layers: {p['max_relative_difference']:.0e} (error {p['error']:.3f})" for p in data["prefix"]
+    )
+    return markdown(["causal layers", "to its fixed point", "to Ding's online GD", "error"], rows) + (
+        f"\nd = {data['n_dims']}, k = {data['k']}, {data['n_prompts']} prompts, float64, causal step "
+        f"{data['causal_lr']:g}; distances at k over the error of predicting 0. Error at k of the fixed point "
+        f"(`online_gd`, shrink) {e['fixed_point']:.4f}, of Ding's (`online_gd`, lr 1) {e['ding_online_gd']:.4f}, "
+        f"of least squares {e['least_squares']:.1e}; the squared distance to the fixed point shrinks by "
+        f"{data['rate_per_layer']:.4f} a layer at the end. Prefix construction against t GD steps (step "
+        f"{data['prefix'][0]['lr']:g}), largest relative difference over every prefix: {prefix}. "
+        f"{made_by(data)}.\n"
+    )
+
+
+def band_text(low: float, high: float) -> str:
+    return f"[{low:+.3f}, {high:+.3f}]"
+
+
+def masks_table(data: dict) -> str:
+    """mechanism masks: per architecture, depth and seed, the error at k under each mask beside t-step
+    GD's, with paired bands; then each verdict as measured."""
+    runs = {(r["arch"], r["n_layer"], r["seed"], r["mask"]): r for r in data["runs"]}
     rows = []
-    for r in reports:
-        k, s, steps = r["k"], r["settings"]["standard"], str(r["n_layer"])
-        model, gd = s["output"]["error"][k], s["algorithm_error"][f"gd_{steps}"][k]
+    for p in data["pairs"]:
+        causal, prefix = (runs[(p["arch"], p["n_layer"], p["seed"], m)] for m in ("causal", "prefix"))
         rows.append(
             [
-                f"`{r['run']}`",
-                steps,
-                f"{model:.4f}",
-                f"{gd:.4f} (lr {s['gd_lrs'][steps]:.3g})",
-                f"{model / gd:.3f}",
-                f"{s['output']['cosine'][f'gd_{steps}']:.4f}",
-                f"{r['train_seconds']:.0f}",
+                p["arch"],
+                p["n_layer"],
+                p["seed"],
+                f"{causal['error']:.4f}",
+                f"{prefix['error']:.4f}",
+                f"{prefix['gd_error']:.4f} ({prefix['gd_lr']:.3g})",
+                band_text(*prefix["minus_gd_band"]),
+                f"{p['prefix_minus_causal']:+.4f} {band_text(*p['band'])}",
             ]
         )
-    columns = ["run", "layers", "model error", "GD error (same steps)", "model / GD", "cosine", "train s"]
+    columns = ["arch", "layers", "seed", "causal", "prefix", "t-step GD (lr)", "prefix - GD", "prefix - causal"]
+    lines = [
+        f"{v['claim']}: on {v['held_on']} of {v['seeds']} seeds, **{'holds' if v['holds'] else 'does not hold'}**"
+        for v in data["verdicts"]
+    ]
+    k = data["runs"][0]["k"]
     return markdown(columns, rows) + (
-        f"\nAt k = {reports[0]['k']}, {reports[0]['n_prompts']} prompts of the standard setting: "
-        + made_by_all(reports)
-        + ".\n"
+        f"\nError at k = {k} over the error of predicting 0, {data['n_prompts']} prompts; [a, b]: 5-95% paired "
+        "bootstrap bands over prompts. " + "; ".join(lines) + f". {made_by(data)}.\n"
     )
+
+
+def depth_table(data: dict) -> str:
+    """mechanism depth: per report and setting, the matching GD and Newton counts per layer with their
+    bands, and each of Fu et al.'s claims as measured."""
+    rows, lines = [], []
+    for v in data["verdicts"]:
+        if "layers" not in v:
+            lines.append(
+                f"`{v['run']}`, {v['setting']}: GD's count doubles on {v['gd_doubles_on']} and Newton's holds "
+                f"(within 2) on {v['newton_holds_on']} of {v['layers_compared']} layers: "
+                f"**{'holds' if v['holds'] else 'does not hold'}**"
+            )
+            continue
+        for fam in ("gd", "newton"):
+            cells = []
+            for c in v["layers"]:
+                low, high = c[fam]["band"]
+                spread = "" if low == high == c[fam]["count"] else f" [{low}, {high}]"
+                cells.append(
+                    f"{c[fam]['count']}{spread}{' edge' * c[fam]['at_edge']}" if c["verdict"] != "none" else "-"
+                )
+            rows.append([f"`{v['run']}`" if fam == "gd" else "", v["setting"] if fam == "gd" else "", fam, *cells])
+        growth = v["gd_growth_per_layer"]
+        lines.append(
+            f"`{v['run']}`, {v['setting']}: GD's count x{growth:.2f} a layer, Newton's steps "
+            f"{v['newton_steps_per_layer']}: **{'holds' if v['holds'] else 'does not hold'}**"
+            if growth is not None
+            else f"`{v['run']}`, {v['setting']}: fewer than two layers read: not judged"
+        )
+    n_layers = max(len(v["layers"]) for v in data["verdicts"] if "layers" in v)
+    columns = ["run", "setting", "count", *(f"layer {i + 1}" for i in range(n_layers))]
+    return markdown(columns, rows) + "\n" + "; ".join(lines) + f". {made_by(data)}.\n"
+
+
+def dynamics_table(data: dict) -> str:
+    """mechanism dynamics: the output's error and verdict at each saved step."""
+    families = list(data["points"][0]["families"])
+    rows = [
+        [p["step"], f"{p['error']:.3f}", p["verdict"], *(f"{p['families'][f]['distance']:.3f}" for f in families)]
+        for p in data["points"]
+    ]
+    return markdown(["step", "error", "verdict", *families], rows) + (
+        f"\nAt k = {data['points'][0]['k']}, {data['n_prompts']} prompts of the standard setting; distances to "
+        f"each family's closest member over the error of predicting 0. {made_by(data)}.\n"
+    )
+
+
+KINDS = {"constructions": constructions_table, "masks": masks_table, "depth": depth_table, "dynamics": dynamics_table}
 
 
 def component_errors(metrics: dict, k: int) -> dict[str, list[float]]:
@@ -459,10 +558,12 @@ def render(path: str, view: str | None) -> str:
             return seeds_verdicts_table(list(named.values()))
         if view in ("selection", "components"):
             return (selection_table if view == "selection" else components_table)(named)
-        return against_gd_table(list(named.values()))
+        raise ValueError(f"a glob renders with VIEW status, verdicts, selection or components, not {view!r}")
     if view == "schedules":
         return schedules_table(DOCS / path)
     data = json.loads((DOCS / path).read_text())
+    if data.get("kind") in KINDS:  # a JSON that declares what it is
+        return KINDS[data["kind"]](data)
     if "claims" in data:  # reproduce's claims.json
         note = f" The JSON was {data['note']}." if "note" in data else ""
         return claims_table(data["claims"], view or "summary") + f"\nWritten by {made_by(data)}.{note}\n"

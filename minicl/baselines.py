@@ -322,12 +322,15 @@ def prefix_problems(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, t
     return prefix_gram(xs) / count[:, None, None], prefix_cross(xs, ys) / count[:, None]
 
 
-def gd_weights(xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[float], steps: Sequence[int]) -> torch.Tensor:
-    """w_t after t steps of full-batch gradient descent from w = 0 with step size lr (one per t,
-    or one for all) on every prefix's loss (1/2i) sum_{j < i} (w . x_j - y_j)^2, for each t in
-    `steps`: (len(steps), B, N, D) in float64. In the eigenbasis of the prefix's Hessian
-    H = G_i / i = V diag(lam) V^T each coordinate follows its own geometric series, so any t costs
-    the same: w_t = V diag((1 - (1 - lr lam)^t) / lam) V^T c_i / i, and t lr where lam is 0."""
+def gd_weights(
+    xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[float] | Sequence[Sequence[float]], steps: Sequence[int]
+) -> torch.Tensor:
+    """w_t after t steps of full-batch gradient descent from w = 0 on every prefix's loss
+    (1/2i) sum_{j < i} (w . x_j - y_j)^2, for each t in `steps`: (len(steps), B, N, D) in float64.
+    `lr` is one step size for all, one per t, or one list per t of a step size per step. In the
+    eigenbasis of the prefix's Hessian H = G_i / i = V diag(lam) V^T each coordinate follows its own
+    series, so any t costs the same: w_t = V diag((1 - prod_s (1 - lr_s lam)) / lam) V^T c_i / i,
+    and sum_s lr_s where lam is 0."""
     hessian, gradient = prefix_problems(xs, ys)
     lam, vecs = torch.linalg.eigh(hessian)
     along = (vecs.mT @ gradient.unsqueeze(-1)).squeeze(-1)  # the gradient in the eigenbasis
@@ -335,48 +338,86 @@ def gd_weights(xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[float], 
     return torch.stack([(vecs @ (gd_factor(lam, r, t) * along).unsqueeze(-1)).squeeze(-1) for r, t in zip(lrs, steps)])
 
 
-def gd_factor(lam: torch.Tensor, lr: float | torch.Tensor, t: int) -> torch.Tensor:
+def gd_factor(lam: torch.Tensor, lr, t: int) -> torch.Tensor:
     """(1 - (1 - lr lam)^t) / lam, what t GD steps multiply the gradient's part along an
-    eigenvector of eigenvalue lam by; t lr in the directions no pair spans (lam about 0)."""
+    eigenvector of eigenvalue lam by; t lr in the directions no pair spans (lam about 0). `lr` is a
+    step size (a float or a tensor broadcast against lam) or a list of one per step (then t is its length)."""
     flat = lam <= 1e-12 * lam[..., -1:].clamp(min=1e-300)
     safe = torch.where(flat, 1.0, lam)
+    if isinstance(lr, (list, tuple)):
+        kept = torch.ones_like(safe)
+        for r in lr:
+            kept = kept * (1 - r * safe)
+        return torch.where(flat, float(sum(lr)), (1 - kept) / safe)
     return torch.where(flat, t * lr, (1 - (1 - lr * safe) ** t) / safe)
+
+
+def newton_factor(s: torch.Tensor, t: int) -> torch.Tensor:
+    """What t Newton-Schulz iterations from M_0 = S / ||S||_2^2 multiply X^T y's part along an
+    eigenvector of S (eigenvalue s) by: I - M_t S = (I - M_0 S)^(2^t), so M_t = (1 - (1 - s^2 /
+    ||S||^2)^(2^t)) / s on S's range and 0 off it. Closed form: any t costs the same."""
+    top = s[..., -1:]
+    flat = s <= 1e-12 * top.clamp(min=1e-300)
+    safe = torch.where(flat, 1.0, s)
+    shrink = torch.log1p(-((safe / torch.where(top > 0, top, 1.0)) ** 2).clamp(max=1.0))  # log(1 - s^2/top^2) <= 0
+    left = torch.exp(torch.tensor(2.0, dtype=torch.float64) ** t * shrink)  # inf * -inf and 0 * -inf below: flat
+    return torch.where(flat, 0.0, (1 - left) / safe)
 
 
 def newton_weights(xs: torch.Tensor, ys: torch.Tensor, steps: Sequence[int]) -> torch.Tensor:
     """w_k = M_k X_i^T y_i after k Newton-Schulz iterations M_{k+1} = 2 M_k - M_k S M_k for the
     pseudo-inverse of every prefix's Gram matrix S = X_i^T X_i, from M_0 = S / ||S||_2^2 (so that
     I - M_0 S has its eigenvalues in [0, 1) on S's range: the iteration converges quadratically to
-    pinv(S), and w_k to least squares' minimum-norm solution), for each k in `steps`:
-    (len(steps), B, N, D) in float64."""
-    gram, cross = prefix_gram(xs), prefix_cross(xs, ys)
-    top = torch.linalg.eigvalsh(gram)[..., -1]  # ||S||_2
-    m = gram / torch.where(top > 0, top, 1.0)[..., None, None] ** 2
-    out, wanted = [], set(steps)
-    for k in range(max(steps, default=0) + 1):
-        if k in wanted:
-            out.append((m @ cross.unsqueeze(-1)).squeeze(-1))
-        m = 2 * m - m @ gram @ m
-    return torch.stack([out[sorted(wanted).index(k)] for k in steps])
+    pinv(S), and w_k to least squares' minimum-norm solution), for each k in `steps`, in closed
+    form (newton_factor): (len(steps), B, N, D) in float64."""
+    s, vecs = torch.linalg.eigh(prefix_gram(xs))
+    along = (vecs.mT @ prefix_cross(xs, ys).unsqueeze(-1)).squeeze(-1)
+    return torch.stack([(vecs @ (newton_factor(s, k) * along).unsqueeze(-1)).squeeze(-1) for k in steps])
+
+
+def online_weights(xs: torch.Tensor, ys: torch.Tensor, lr: float, shrink: bool = False) -> torch.Tensor:
+    """One pass of normalised online GD over the pairs in order, from w = 0: the weights before
+    each pair, (B, N, D) in float64. Pair j moves w by lr (y_j - w . x_j) x_j / ||x_j||^2; with
+    `shrink`, w is first scaled by j / (j + 1) (pairs counted from 0)."""
+    xs, ys = xs.double(), ys.double()
+    w, out = xs.new_zeros(xs.shape[0], xs.shape[2]), []
+    for j in range(xs.shape[1]):
+        out.append(w)
+        x = xs[:, j]
+        norm = (x * x).sum(-1)
+        w = w * (j / (j + 1)) if shrink else w
+        step = lr * (ys[:, j] - (w * x).sum(-1)) / torch.where(norm > 0, norm, 1.0)
+        w = w + step.unsqueeze(-1) * x
+    return torch.stack(out, 1)
 
 
 @register("gd")
 @dataclass
 class GD(Baseline):
-    """`steps` steps of full-batch gradient descent from w = 0, step size `lr`, on each prefix's
-    squared loss (1/2i) sum_{j < i} (w . x_j - y_j)^2 (gd_weights). One step is what a linear
-    self-attention layer can compute exactly (minicl.algorithms.one_step_gd); many steps at a
-    stable lr (below 2 / the Hessian's largest eigenvalue) tend to least squares."""
+    """`steps` steps of full-batch gradient descent from w = 0, step size `lr` (or a step size per
+    step, `lrs`, whose length is then the number of steps), on each prefix's squared loss
+    (1/2i) sum_{j < i} (w . x_j - y_j)^2 (gd_weights). One step is what a linear self-attention
+    layer can compute exactly (minicl.algorithms.gd_lsa); many steps at a stable lr (below 2 / the
+    Hessian's largest eigenvalue) tend to least squares."""
 
     steps: int = 1
     lr: float = 0.1
+    lrs: Sequence[float] | None = None
 
     def __post_init__(self):
+        if self.lrs is not None:
+            self.lrs = [float(r) for r in self.lrs]
+            if not self.lrs or min(self.lrs) <= 0 or self.steps not in (1, len(self.lrs)):
+                raise ValueError(
+                    f"gd with lrs takes one positive step size per step, {len(self.lrs)} here, and steps "
+                    f"left at 1 or equal to that; got lrs={self.lrs!r} steps={self.steps!r}"
+                )
+            self.steps = len(self.lrs)
         if not isinstance(self.steps, int) or self.steps < 0 or self.lr <= 0:
             raise ValueError(f"gd needs steps >= 0 and lr > 0, got steps={self.steps!r} lr={self.lr!r}")
 
     def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        return linear_predictions(gd_weights(xs, ys, self.lr, [self.steps])[0], queries)
+        return linear_predictions(gd_weights(xs, ys, [self.lrs or self.lr], [self.steps])[0], queries)
 
 
 @register("newton")
@@ -394,6 +435,71 @@ class Newton(Baseline):
 
     def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         return linear_predictions(newton_weights(xs, ys, [self.steps])[0], queries)
+
+
+@register("online_gd")
+@dataclass
+class OnlineGD(Baseline):
+    """One pass of normalised online gradient descent over the pairs in order (online_weights),
+    predicting x_i . w from the pairs before i. lr = 1 (each pair's constraint met exactly, as in
+    Kaczmarz's method) is the fixed point Ding et al. 2024 find for von Oswald's construction under
+    a causal mask; `shrink` scales w by j / (j + 1) before pair j, the fixed point of the same
+    construction in minicl's mean-normalised causal LSA (minicl.algorithms.gd_lsa)."""
+
+    lr: float = 1.0
+    shrink: bool = False
+
+    def __post_init__(self):
+        if not self.lr > 0:
+            raise ValueError(f"online_gd needs lr > 0, got {self.lr!r}")
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return linear_predictions(online_weights(xs, ys, self.lr, self.shrink), queries)
+
+
+def gd_plus_plus_predictions(
+    xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor, steps: int, lr: float, gamma: float
+) -> torch.Tensor:
+    """GD++ (von Oswald et al. 2023) on every prefix at once, (B, N) in float64: for each of `steps`
+    layers, from the layer's input, every token's y slot r moves by -(lr / i) sum_m r_m x_m . x (one
+    GD step on the residuals, read off the query's slot with a minus sign) and every x, context and
+    query, by -(gamma / i) sum_m x_m x_m . x, that is x <- (I - gamma S / i) x, the curvature
+    correction their trained layers learn (S = X^T X of the i pairs before the query)."""
+    xs, ys, queries = xs.double(), ys.double(), queries.double()
+    B, N, D = xs.shape
+    inside = (torch.arange(N) < torch.arange(N)[:, None]).double()  # (P, N): prefix p holds the pairs m < p
+    count = inside.sum(-1).clamp(min=1)[:, None, None]
+    x = xs.unsqueeze(1) * inside[..., None]  # (B, P, N, D): each prefix's pairs, zero past it
+    r = ys.unsqueeze(1) * inside  # (B, P, N)
+    q, out = queries.unsqueeze(2), torch.zeros(B, N, 1, dtype=torch.float64)  # (B, P, 1, D), the query's slot
+    for _ in range(steps):
+        scatter = x.mT @ x / count  # (B, P, D, D): S / i
+        grad = (r.unsqueeze(-1) * x).sum(-2, keepdim=True) / count  # (B, P, 1, D): sum_m r_m x_m / i
+        r, out = r - lr * (x * grad).sum(-1), out - lr * (q * grad).sum(-1)
+        x, q = x - gamma * x @ scatter, q - gamma * q @ scatter
+    return -out.squeeze(-1)
+
+
+@register("gd_plus_plus")
+@dataclass
+class GDPlusPlus(Baseline):
+    """von Oswald et al. 2023's GD++: `steps` layers, each a GD step of size `lr` on the pairs'
+    residuals and a curvature correction x <- (I - gamma X^T X / i) x of every input
+    (gd_plus_plus_predictions); gamma = 0 is `gd`."""
+
+    steps: int = 1
+    lr: float = 0.1
+    gamma: float = 0.0
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 0 or self.lr <= 0 or self.gamma < 0:
+            raise ValueError(
+                f"gd_plus_plus needs steps >= 0, lr > 0 and gamma >= 0, got steps={self.steps!r} "
+                f"lr={self.lr!r} gamma={self.gamma!r}"
+            )
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        return gd_plus_plus_predictions(xs, ys, queries, self.steps, self.lr, self.gamma).to(queries.dtype)
 
 
 @register("averaging")

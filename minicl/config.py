@@ -167,6 +167,7 @@ class ExploreSchema:
     seed: int = 0
     device: str = "auto"
     baselines: Optional[dict[str, Any]] = None  # null: the run's task's baseline set
+    settings: Optional[list[str]] = None  # sweep=algorithms: the settings probed; null: standard and skewed
 
 
 @dataclass
@@ -276,6 +277,11 @@ def check_config(cfg: DictConfig) -> None:
         raise ValueError(f"task.n_dims must be positive, got {cfg.task.n_dims}")
     check_curriculum(cfg.task, cfg.trainer.curriculum, model_config(cfg).max_points, cfg.trainer.loss_on == "queries")
     check_trainer(cfg.trainer)
+    if cfg.model.mask == "prefix" and cfg.trainer.loss_on == "all":
+        raise ValueError(
+            "model.mask=prefix reads each prefix in a pass of its own: train it with trainer.loss_on=last "
+            "(one pass per prompt) or queries, not all"
+        )
 
 
 def check_curriculum(t: DictConfig, enabled: bool, max_points: int | None, queries: bool = False) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from minicl.algorithms import probe_algorithms, summary
+from minicl.algorithm_probe import probe_algorithms, summary
 from minicl.common import predict_in_batches, resolve_device, write_json
 from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.evaluate import default_baselines, load_baselines, summarise
@@ -155,7 +155,8 @@ OmegaConf.register_new_resolver("output_dir", lambda run: str(output_dir(run)), 
 def main(cfg: DictConfig) -> None:
     device = resolve_device(cfg.device)
     if cfg.sweep == "algorithms":
-        print(summary(probe_algorithms(cfg.run, cfg.k, cfg.n_prompts, cfg.seed)))
+        settings = tuple(cfg.settings) if cfg.settings else ("standard", "skewed")
+        print(summary(probe_algorithms(cfg.run, cfg.k, cfg.n_prompts, cfg.seed, settings)))
         return
     if cfg.sweep == "probe":
         report = probe_run(cfg.run, n_prompts=cfg.n_prompts, seed=cfg.seed, device=device)

@@ -18,6 +18,8 @@ from minicl.kernels import attend, gelu
 
 Arch = Literal["transformer", "linear_attention", "lstm", "mamba", "lsa"]  # the keys of MODELS
 PosEmb = Literal["learned", "rope", "none"]
+Mask = Literal["causal", "prefix"]
+PREFIX_ARCHS = ("transformer", "lsa")  # the architectures that take mask="prefix"
 Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin tables
 
 
@@ -34,6 +36,9 @@ class ModelConfig:
     d_state: int = 16  # mamba: state size per channel
     d_conv: int = 4  # mamba: width of the causal convolution
     expand: int = 2  # mamba: inner width / n_embd
+    # who the context pairs see: the pairs up to themselves (causal), or every pair of the context
+    # (prefix: one pass per prefix length, as Ding et al. 2024's prefixLM); transformer and lsa
+    mask: Mask = "causal"
 
     def __post_init__(self):
         for f in fields(self):
@@ -51,6 +56,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
             raise ValueError(f"pos_emb='rope' needs an even head size, got n_embd/n_head={self.n_embd // self.n_head}")
+        if self.mask == "prefix" and self.arch not in PREFIX_ARCHS:
+            raise ValueError(f"ModelConfig.mask='prefix' is built for arch in {PREFIX_ARCHS}, not {self.arch!r}")
         if self.pos_emb == "rope" and self.arch == "linear_attention":
             raise ValueError(
                 "pos_emb='rope' is not supported with arch='linear_attention' (rotating q and k "
@@ -207,7 +214,7 @@ class PromptModel(nn.Module):
         ex = self.read_in(xs)  # (B, N, W)
         # y enters as the token (y, 0, ..., 0) through read_in: y * W[:, 0] + b
         ey = ys.unsqueeze(-1).to(ex.dtype) * self.read_in.weight[:, 0].to(ex.dtype) + self.read_in.bias.to(ex.dtype)
-        return torch.stack((ex, ey), dim=2).view(B, 2 * N, -1)
+        return torch.stack((ex, ey), dim=2).view(B, 2 * N, ex.shape[-1])
 
     def read(self, h: torch.Tensor) -> torch.Tensor:
         """Predictions (B, N) from the final hidden states (B, N, width) of the x (or query) tokens."""
@@ -268,6 +275,9 @@ class Transformer(PromptModel):
         if not torch.compiler.is_compiling():
             check_prompt(xs, ys, queries, self.config)
         N = xs.shape[1]
+        if self.config.mask == "prefix":  # a pass per prefix: pairs see the whole prefix, so no pass serves two
+            queries = xs if queries is None else queries
+            return torch.cat([self.after_prompt(xs[:, :i], ys[:, :i], queries[:, i : i + 1]) for i in range(N)], 1)
         h = self.tokens(xs, ys)  # (B, T, C)
         positions = torch.arange(2 * N, device=xs.device)
         if queries is None:  # only x tokens predict, so the last block computes nothing else
@@ -283,6 +293,15 @@ class Transformer(PromptModel):
     def after_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         """(B, M) predictions for queries (B, M, D), each from all N pairs of the prompt, in one pass:
         every query sits at the position after the prompt, sees the prompt and itself, and nothing sees it."""
+        h, positions, mask = self.prompt_then_queries(xs, ys, queries)
+        return self.predict_at(h, positions, mask, keep=slice(h.shape[1] - queries.shape[1], None))
+
+    def prompt_then_queries(
+        self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tokens (B, 2N + M, C) of the prompt followed by M queries, their positions, and who
+        sees whom: the prompt's tokens see those before them (causal) or the whole prompt (prefix),
+        each query sees the prompt and itself."""
         N, M = xs.shape[1], queries.shape[1]
         check_prompt(xs, ys, None, self.config)
         if self.config.max_points is not None and N + 1 > self.config.max_points:
@@ -292,8 +311,10 @@ class Transformer(PromptModel):
         h = torch.cat((self.tokens(xs, ys), self.read_in(queries)), dim=1)  # (B, 2N + M, C)
         positions = torch.cat((torch.arange(2 * N, device=xs.device), torch.full((M,), 2 * N, device=xs.device)))
         mask = torch.ones(2 * N + M, 2 * N + M, dtype=torch.bool, device=xs.device).tril()
+        if self.config.mask == "prefix":
+            mask[: 2 * N, : 2 * N] = True
         mask[2 * N :, 2 * N :] = torch.eye(M, dtype=torch.bool, device=xs.device)
-        return self.predict_at(h, positions, mask, keep=slice(2 * N, None))
+        return h, positions, mask
 
     def predict_at(
         self, h: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None, keep: slice
@@ -320,11 +341,24 @@ class Transformer(PromptModel):
         """The residual stream (B, N, C) at the x tokens, where each prediction is read: after the
         embedding and after each block."""
         check_prompt(xs, ys, None, self.config)
+        if self.config.mask == "prefix":  # the query token of each prefix's own pass
+            passes = [self.states_after(xs[:, :i], ys[:, :i], xs[:, i : i + 1]) for i in range(xs.shape[1])]
+            return [torch.cat(layer, 1) for layer in zip(*passes)]
         h, rope = self.embed(self.tokens(xs, ys), torch.arange(2 * xs.shape[1], device=xs.device))
         states = [h[:, ::2]]
         for block in self.h:
             h = block(h, rope, None)
             states.append(h[:, ::2])
+        return states
+
+    def states_after(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream (B, M, C) at M queries after the prompt: after the embedding and each block."""
+        h, positions, mask = self.prompt_then_queries(xs, ys, queries)
+        h, rope = self.embed(h, positions)
+        states = [h[:, -queries.shape[1] :]]
+        for block in self.h:
+            h = block(h, rope, mask)
+            states.append(h[:, -queries.shape[1] :])
         return states
 
 
@@ -466,35 +500,37 @@ class Mamba(RecurrentModel):
 class LinearSelfAttention(nn.Module):
     """One layer of linear self-attention (von Oswald et al. 2023) over tokens e = (x, y) of width
     D + 1: no softmax, MLP or LayerNorm. A token e attends to the tokens m it may see with
-    sum over heads h of V_h (mean over m of e_m (K_h e_m . Q_h e)), added to it (a residual).
-    Context token j sees the context tokens 0..j; query token i sees the context tokens before i."""
+    sum over heads h of V_h (mean over m of e_m (K_h e_m . Q_h e)), added to it (a residual)."""
 
     def __init__(self, width: int, n_head: int):
         super().__init__()
         self.q, self.k, self.v = (nn.Parameter(torch.randn(n_head, width, width) / width) for _ in range(3))
 
     def attend(self, targets: torch.Tensor, sources: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """targets (B, N, W) reading sources (B, N, W) where mask (N, N) allows: the mean over the
-        allowed sources (none: 0), summed over heads."""
-        q = torch.einsum("bnw,hvw->bhnv", targets, self.q)  # (B, H, N, W)
-        k = torch.einsum("bnw,hvw->bhnv", sources, self.k)
-        v = torch.einsum("bnw,hvw->bhnv", sources, self.v)
-        scores = (q @ k.mT) * mask / mask.sum(-1, keepdim=True).clamp(min=1)  # (B, H, N, N)
-        return (scores @ v).sum(1)
+        """targets (..., N, W) reading sources (..., S, W) where mask (N, S), broadcast over the
+        leading dims, allows: the mean over the allowed sources (none: 0), summed over heads."""
+        q = torch.einsum("...nw,hvw->...hnv", targets, self.q)  # (..., H, N, W)
+        k = torch.einsum("...nw,hvw->...hnv", sources, self.k)
+        v = torch.einsum("...nw,hvw->...hnv", sources, self.v)
+        mask = mask.unsqueeze(-3)  # the same for every head
+        scores = (q @ k.mT) * mask / mask.sum(-1, keepdim=True).clamp(min=1)  # (..., H, N, S)
+        return (scores @ v).sum(-3)
 
-    def forward(self, context: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        N = context.shape[1]
-        seen = torch.ones(N, N, dtype=torch.bool, device=context.device).tril()  # j sees 0..j
-        before = seen.tril(-1)  # query i sees the pairs before i
-        return context + self.attend(context, context, seen), queries + self.attend(queries, context, before)
+    def forward(
+        self, context: torch.Tensor, queries: torch.Tensor, sees: torch.Tensor, reads: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context tokens (..., N, W) read the context where `sees` (N, N) allows, query tokens
+        (..., M, W) where `reads` (M, N) allows."""
+        return context + self.attend(context, context, sees), queries + self.attend(queries, context, reads)
 
 
 class LSA(PromptModel):
     """L layers of linear self-attention over the paired tokens (x_i, y_i) and a query token (x, 0)
     per position (arch='lsa'): the prediction is minus the query token's y slot after the last layer
-    (von Oswald et al.'s read-out). Every prefix is predicted in one pass; context tokens see only
-    the pairs up to themselves (the paper's see the whole context: the same for one layer, not for
-    several). Width D + 1 and n_head heads; n_embd and the positions are not used."""
+    (von Oswald et al.'s read-out). Query i reads the pairs before i. With mask='causal' context
+    token j sees the pairs 0..j, and every prefix is predicted in one pass; with mask='prefix' it sees
+    the whole prefix (the paper's model), and every prefix gets its own copy of the context, still in
+    one pass. Width D + 1 and n_head heads; n_embd and the positions are not used."""
 
     positions = False
 
@@ -513,13 +549,35 @@ class LSA(PromptModel):
     ) -> list[torch.Tensor]:
         """The query tokens (B, N, D + 1) before the first layer and after each."""
         queries = check_prompt(xs, ys, queries, self.config)
+        N = xs.shape[1]
         context = torch.cat((xs, ys.unsqueeze(-1).to(xs.dtype)), dim=-1)
         h = torch.cat((queries, torch.zeros_like(queries[..., :1])), dim=-1)
+        if self.config.mask == "causal":
+            seen = torch.ones(N, N, dtype=torch.bool, device=xs.device).tril()  # j sees 0..j
+            return self.through_layers(context, h, seen, seen.tril(-1))  # query i reads the pairs before i
+        # prefix p (B, P, ...): its context tokens and its query read the pairs before p
+        before = torch.arange(N, device=xs.device) < torch.arange(N, device=xs.device)[:, None, None]  # (P, 1, N)
+        states = self.through_layers(context.unsqueeze(1).expand(-1, N, -1, -1), h.unsqueeze(2), before, before)
+        return [state.squeeze(2) for state in states]
+
+    def through_layers(
+        self, context: torch.Tensor, h: torch.Tensor, sees: torch.Tensor, reads: torch.Tensor
+    ) -> list[torch.Tensor]:
         states = [h]
         for layer in self.layers:
-            context, h = layer(context, h)
+            context, h = layer(context, h, sees, reads)
             states.append(h)
         return states
+
+    def after_prompt(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B, M) predictions for queries (B, M, D), each from all N pairs, in one pass."""
+        check_prompt(xs, ys, None, self.config)
+        N, M = xs.shape[1], queries.shape[1]
+        context = torch.cat((xs, ys.unsqueeze(-1).to(xs.dtype)), dim=-1)
+        h = torch.cat((queries, torch.zeros_like(queries[..., :1])), dim=-1)
+        sees = torch.ones(N, N, dtype=torch.bool, device=xs.device)
+        sees = sees if self.config.mask == "prefix" else sees.tril()
+        return -self.through_layers(context, h, sees, torch.ones(M, N, dtype=torch.bool, device=xs.device))[-1][..., -1]
 
 
 MODELS = {"transformer": Transformer, "linear_attention": Transformer, "lstm": LSTM, "mamba": Mamba, "lsa": LSA}

@@ -351,27 +351,70 @@ def compare_sweep_figure(key: str, values: dict, at_k: dict, k: int, titles: dic
 
 def algorithms_figure(report: dict, path: Path) -> None:
     """algorithms.png: per setting, a heatmap of each layer's (and the output's) distance at k to
-    each algorithm (log10 of the mean squared difference over the error of predicting 0, shown
-    from -3 to 1), the closest marked, titled with the run."""
+    the closest member of each family of algorithms (log10 of the mean squared difference over the
+    error of predicting 0, shown from -3 to 1), the member named in its cell, the verdict marked
+    (a ring: a tie with the runner-up), titled with the run."""
     settings = report["settings"]
     first = next(iter(settings.values()))
-    names = list(first["algorithm_error"])
+    families = list(first["output"]["families"])
     rows = [f"layer {e['layer']}" for e in first["layers"]] + ["output"]
-    fig, axes = panel_grid(len(settings), max(7.0, 0.32 * len(names)), 1.2 + 0.3 * len(rows), cols=1)
+    fig, axes = panel_grid(len(settings), max(7.0, 1.0 * len(families)), 1.2 + 0.35 * len(rows), cols=1)
     k = report["k"]
     for ax, (setting, s) in zip(axes, settings.items()):
         entries = [*s["layers"], s["output"]]
-        grid = np.log10(np.array([[max(e["distance"][n][k], 1e-12) for n in names] for e in entries]))
-        grid = np.clip(np.nan_to_num(grid, nan=1.0, posinf=1.0), -3, 1)  # 1e-3 .. 10: diverged GD is 10
+        # layers are not matched with predicting 0 (readable from anything): their cell stays empty
+        grid = np.log10(
+            [[max(e["families"].get(f, {"distance": np.nan})["distance"], 1e-12) for f in families] for e in entries]
+        )
+        grid = np.clip(np.nan_to_num(grid, posinf=1.0), -3, 1)  # 1e-3 .. 10: diverged GD is 10
         image = ax.imshow(grid, aspect="auto", cmap="viridis_r", vmin=-3, vmax=1)
         for row, e in enumerate(entries):
-            ax.plot(names.index(e["closest"]), row, "o", color="white", ms=4)
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+            for col, f in enumerate(families):
+                member = e["families"].get(f, {"closest": f})["closest"]
+                label = member[len(f) + 1 :] if member != f else ""
+                label = f"{float(label):.3g}" if f == "ridge" else label
+                ax.text(col, row, label, ha="center", va="center", fontsize=6, color="grey")
+            ax.plot(
+                families.index(next(f for f in families if e["families"][f]["closest"] == e["closest"])),
+                row,
+                "o",
+                mfc="none" if e["tie"] else "white",
+                mec="white",
+                ms=9,
+            )
+        ax.set_xticks(range(len(families)), families, rotation=30, fontsize=7)
         ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_title(
-            f"{setting}: log10 distance at k={k} (dot: closest)\nrun {report['run']} ({report['arch']})", fontsize=8
+            f"{setting}: log10 distance at k={k} to each family's closest (dot: verdict; ring: a tie)\n"
+            f"run {report['run']} ({report['arch']}, {report.get('mask', 'causal')} mask)",
+            fontsize=8,
         )
         ax.figure.colorbar(image, ax=ax, fraction=0.03)
+    save_figure(fig, path)
+
+
+def dynamics_figure(report: dict, path: Path) -> None:
+    """The output's distance at k to each family's closest member against the training step (log
+    scale), the verdict at each step named along the top."""
+    points = report["points"]
+    steps = [p["step"] for p in points]
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.0))
+    for i, f in enumerate(points[0]["families"]):
+        ax.plot(steps, [max(p["families"][f]["distance"], 1e-6) for p in points], "o-", ms=3, color=f"C{i}", label=f)
+    for p in points:
+        ax.annotate(
+            p["verdict"],
+            (p["step"], 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=6,
+            va="bottom",
+            ha="center",
+        )
+    ax.set(yscale="log", xlabel="training step", ylabel=f"distance at k={points[0]['k']} (over predicting 0)")
+    ax.set_title(f"which algorithm the output matches along training: {report['run']}", fontsize=9, pad=60)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    ax.grid(alpha=0.3)
     save_figure(fig, path)
 
 

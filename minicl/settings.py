@@ -13,7 +13,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from minicl.tasks import TASKS, Linear, PromptSampler, Task, build_task, make_generators, registrar, sample_xs
+from minicl.tasks import (
+    TASKS,
+    Linear,
+    PromptSampler,
+    Task,
+    build_task,
+    ill_conditioned_transforms,
+    make_generators,
+    registrar,
+    sample_xs,
+)
 
 SHIFTS = ["random_quadrants", "orthogonal_train_test", "overlapping_train_test", "half_subspace", "skewed"]
 SCALES = ["0.333", "0.5", "2", "3"]
@@ -266,6 +276,15 @@ def scale_y(d: Draw, factor: float) -> Prompts:
 def skew(d: Draw, condition: float) -> Prompts:
     """Inputs whose covariance has this condition number (eigenvalues spaced geometrically)."""
     return covariance(d, skewed_eigenvalues(d.task.n_dims, condition))
+
+
+@family("kappa", 1, inclusive=True)
+def kappa(d: Draw, value: float) -> Prompts:
+    """Fu et al. 2024's ill-conditioned inputs: half the dims scaled by `value` in a fresh random
+    basis per prompt (covariance condition number value^2), E||x||^2 = d as in standard."""
+    params = d.functions()
+    transforms = ill_conditioned_transforms(d.gens["inputs"], d.n_prompts, d.task.n_dims, value)
+    return d.labelled(params, d.inputs() @ transforms)
 
 
 @family("noise", 0, inclusive=True)

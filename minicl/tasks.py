@@ -117,17 +117,40 @@ TASKS: dict[str, type[Task]] = {}
 register = registrar(TASKS)
 
 
+def ill_conditioned_transforms(gen: torch.Generator, batch: int, n_dims: int, kappa: float) -> torch.Tensor:
+    """Fu et al. 2024's ill-conditioned inputs, x = z S for z ~ N(0, I): per prompt S = U diag(s) U^T
+    with U a fresh random rotation and s = kappa on the first half of the dims (n_dims // 2), 1 on
+    the rest, scaled so that E||x||^2 = n_dims; the covariance's condition number is kappa^2. (B, D, D)"""
+    q, r = torch.linalg.qr(_randn(gen, batch, n_dims, n_dims))
+    u = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # Haar-distributed rotations
+    s = torch.where(torch.arange(n_dims, device=u.device) < n_dims // 2, kappa, 1.0)
+    s = s * math.sqrt(n_dims / (s**2).sum())
+    return u @ torch.diag_embed(s.expand(batch, -1)) @ u.mT
+
+
 @register("linear")
 @dataclass
 class Linear(Task):
-    """f(x) = x . w, w ~ N(0, w_scale^2 I)."""
+    """f(x) = x . w, w ~ N(0, w_scale^2 I). With kappa > 1 the inputs are Fu et al. 2024's
+    ill-conditioned ones (ill_conditioned_transforms, a rotation per prompt drawn with its w)."""
 
     w_scale: float = 1.0
+    kappa: float = 1.0  # half the dims scaled by kappa in a random basis per prompt; 1: isotropic (draws nothing)
     settings: ClassVar[tuple[str, ...]] = ("shifts", "scales", "noisy_linear")
     linear_pool = True
 
+    def __post_init__(self):
+        if not self.kappa >= 1:
+            raise ValueError(f"task.kappa must be >= 1 (1: isotropic inputs), got {self.kappa!r}")
+
     def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
-        return {"w": _randn(gen, batch, self.n_dims) * self.w_scale}
+        params = {"w": _randn(gen, batch, self.n_dims) * self.w_scale}
+        if self.kappa != 1:
+            params["transform"] = ill_conditioned_transforms(gen, batch, self.n_dims, self.kappa)
+        return params
+
+    def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        return xs @ params["transform"] if "transform" in params else xs
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
         return (xs @ params["w"].unsqueeze(-1)).squeeze(-1)
@@ -146,6 +169,7 @@ class SparseLinear(Linear):
     linear_pool = False  # a pool holds dense w, each batch draws its supports
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0 < self.sparsity <= self.n_dims:
             raise ValueError(f"sparsity={self.sparsity} must be in 1..n_dims={self.n_dims}")
 
@@ -166,7 +190,7 @@ class SparseLinear(Linear):
         w = params["w"]
         support = torch.rand(w.shape[0], n_active, generator=gen, device=gen.device).argsort(dim=1)[:, : self.sparsity]
         mask = torch.zeros_like(w).scatter_(1, support, 1.0)
-        return {"w": w * mask}
+        return {**params, "w": w * mask}
 
     @property
     def normaliser(self) -> float:

@@ -153,11 +153,14 @@ class TrainStep:
         self.skip_nonfinite, self.skipped, self.last_only, self.queries = skip_nonfinite, 0, last_only, queries
         self.device = next(model.parameters()).device
         wrapped = wrapper(model) if wrapper is not None else model  # e.g. DistributedDataParallel
-        if queries:  # the context's length changes every step: dynamic shapes
+        # the context's length changes every step (queries), or a prefix mask reads the last point
+        # after the pairs before it in one pass (last_only): dynamic shapes
+        self.after = bool(queries) or (last_only and model.config.mask == "prefix")
+        if self.after:
             self.forward = torch.compile(model.after_prompt, dynamic=True) if compile else model.after_prompt
         else:
             self.forward = torch.compile(wrapped, mode=compile_mode) if compile else wrapped
-        self.static_shapes = compile and not queries
+        self.static_shapes = compile and not self.after
         self.positions = torch.arange(n_points_max, device=self.device)
 
     def __call__(self, xs: torch.Tensor, ys: torch.Tensor, n_points: int) -> torch.Tensor:
@@ -168,6 +171,10 @@ class TrainStep:
                 preds = self.forward(xs[:, :n_points], ys[:, :n_points], xs[:, n_points:])
             loss = point_loss(self.task, preds, ys[:, n_points:]).mean()
             return self.update(loss)
+        if self.after:  # last_only with the prefix mask: the last point after the pairs before it
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                preds = self.forward(xs[:, : n_points - 1], ys[:, : n_points - 1], xs[:, n_points - 1 : n_points])
+            return self.update(point_loss(self.task, preds, ys[:, n_points - 1 : n_points]).mean())
         if not self.static_shapes:
             xs, ys = xs[:, :n_points], ys[:, :n_points]
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -114,6 +114,7 @@ def test_a_task_config_holds_its_own_fields_only(compose_cfg):
         "name",
         "n_dims",
         "w_scale",
+        "kappa",
         "num_tasks",
         "num_training_examples",
         "curriculum",

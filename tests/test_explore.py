@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from minicl.algorithms import probe_algorithms
+from minicl.algorithm_probe import probe_algorithms
 from minicl.baselines import LeastSquares
 from minicl.explore import run_sweep, sweep_prompts
 from minicl.probe import implicit_weights

@@ -18,8 +18,8 @@ LAYERS = [
     {"rundir", "baselines"},
     {"estimators", "evaluate", "pretrained", "convert", "algorithms"},
     {"minicl", "train"},
-    {"probe"},
-    {"explore", "reproduce", "compare"},
+    {"probe", "algorithm_probe"},
+    {"explore", "reproduce", "compare", "mechanism"},
     {"ship"},
 ]
 
@@ -128,6 +128,13 @@ def test_the_library_modules_load_no_matplotlib():
     code = f"import sys, {modules}; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_the_constructions_load_neither_hydra_nor_matplotlib():
+    """minicl.algorithms (the hand-built models) is for other research code: torch and minicl.model only."""
+    code = "import sys, minicl.algorithms; print([m for m in ('hydra', 'omegaconf', 'matplotlib') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_only_plots_draws():
