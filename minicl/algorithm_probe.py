@@ -229,7 +229,8 @@ def probe_setting(
         return (((preds - targets) ** 2).mean(0) / norm).tolist()
 
     states = layer_states(model, fit.xs, fit.ys), layer_states(model, test.xs, test.ys)
-    readable = [n for n in algorithms if n != "zero"]  # predicting 0 is readable from anything
+    # predicting 0 is readable from anything; GD diverging on some prompts cannot be read
+    readable = [n for n in algorithms if n != "zero" and (fitted[n][:, k] ** 2).sum().isfinite()]
     goals = torch.stack([fitted[n][:, k] for n in readable], -1)  # (2B, A): what each readout is fitted to
     truth = torch.stack([at_k[n] for n in readable], -1)  # (B, A)
     layers = [
@@ -256,7 +257,8 @@ def layer_match(
     predictions on the fitting prompts (goals, (2B, A)); the share of its test predictions (truth,
     (B, A)) the readout cannot recover is the distance; "none" where no share is below UNREADABLE."""
     decoded = readouts(fit_state[None], goals[None], test_state[None])[0]  # (B, A)
-    match = matches((decoded - truth) ** 2 / (truth**2).mean(0).clamp(min=1e-300), names, counts)
+    unread = (decoded - truth) ** 2 / (truth**2).mean(0).clamp(min=1e-300)
+    match = matches(torch.nan_to_num(unread, nan=math.inf), names, counts)
     return match | ({"verdict": "none", "tie": False} if match["distance"][match["closest"]] > UNREADABLE else {})
 
 
@@ -266,7 +268,8 @@ def output_match(
     """The output's match at k: its distance to each algorithm (the mean squared difference over the
     error of predicting 0), Fu et al.'s similarity of errors, the cosine similarity of the
     predictions, and a paired band on its error minus each algorithm's."""
-    per_prompt = torch.stack([(preds - a) ** 2 for a in at_k.values()], 1) / norm  # (B, A)
+    per_prompt = torch.stack([(preds - a) ** 2 for a in at_k.values()], 1) / norm  # (B, A); diverged GD: inf
+    per_prompt = torch.nan_to_num(per_prompt, nan=math.inf)
     squared = (preds - targets) ** 2 / norm
     return {
         **matches(per_prompt, list(at_k), counts),
