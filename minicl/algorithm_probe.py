@@ -236,6 +236,7 @@ def probe_setting(
     layers = [
         {"layer": i, "error": error(y_read), **layer_match(f[:, k], t[:, k], goals, truth, readable, counts)}
         | {"error_cosine": error_cosines(y_read[:, k], at_k, targets[:, k])}
+        | {"intermediates": intermediates(f[:, k], t[:, k], fit, test, k)}
         for i, (f, t, y_read) in enumerate(zip(*states, y_readouts(states[0], fit.ys, states[1])))
     ]
     return {
@@ -260,6 +261,22 @@ def layer_match(
     unread = (decoded - truth) ** 2 / (truth**2).mean(0).clamp(min=1e-300)
     match = matches(torch.nan_to_num(unread, nan=math.inf), names, counts)
     return match | ({"verdict": "none", "tie": False} if match["distance"][match["closest"]] > UNREADABLE else {})
+
+
+def intermediates(fit_state: torch.Tensor, test_state: torch.Tensor, fit: Prompts, test: Prompts, k: int) -> dict:
+    """Akyurek et al. 2023's intermediates at k: the share of X^T y / k (the first GD step's
+    direction) and of least squares' weight vector that a linear readout of the layer's state
+    cannot recover (summed over coordinates and prompts): whether the layer holds them linearly,
+    whatever prediction it makes."""
+    out = {}
+    for name, quantity in (
+        ("xty", lambda p: prefix_cross(p.xs, p.ys)[:, k] / max(k, 1)),
+        ("w_least_squares", lambda p: LeastSquares().weights(p.xs, p.ys)[:, k]),
+    ):
+        truth = quantity(test)
+        decoded = readouts(fit_state[None], quantity(fit)[None], test_state[None])[0]
+        out[name] = (((decoded - truth) ** 2).sum() / (truth**2).sum()).item()
+    return out
 
 
 def output_match(

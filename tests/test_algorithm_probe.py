@@ -8,6 +8,7 @@ import torch
 
 from minicl.algorithm_probe import EDGES, GD_STEPS, best_gd_lrs, family, probe_setting, split
 from minicl.algorithms import gd_lsa
+from minicl.baselines import prefix_cross
 from minicl.model import LSA, ModelConfig
 from minicl.settings import setting_prompts
 from minicl.tasks import build_task
@@ -118,3 +119,23 @@ def test_the_grids_run_to_convergence():
     report = probe_setting(gd_lsa(5, 0.1, 1, mask="prefix"), TASK, "standard", 11, 5, 512, 0)
     assert report["convergence"]["newton_64"] < 1e-8
     assert report["convergence"][f"gd_{GD_STEPS[-1]}"] < 1e-3
+
+
+class HoldsXty(StandIn):
+    """A layer whose state is X^T y / i of the pairs before each position (and the query x): it holds
+    that intermediate linearly, and least squares' weights only through a non-linear map."""
+
+    def hidden_states(self, xs, ys, queries=None):
+        count = torch.arange(xs.shape[1]).clamp(min=1)[None, :, None]
+        return [torch.cat((prefix_cross(xs, ys).float() / count, xs), -1)]
+
+    def forward(self, xs, ys, queries=None):
+        return torch.zeros_like(ys)
+
+
+def test_the_probe_reads_an_intermediate_where_a_layer_holds_it():
+    """Akyurek et al.'s intermediates: X^T y / k read back exactly from a layer that holds it, least
+    squares' weights not (they need the inverse of X^T X)."""
+    report = probe_setting(HoldsXty([], 0.0), TASK, "standard", 11, 5, 512, 0)
+    held = report["layers"][0]["intermediates"]
+    assert held["xty"] < 1e-6 and held["w_least_squares"] > 0.05
