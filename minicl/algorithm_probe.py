@@ -233,10 +233,11 @@ def probe_setting(
     readable = [n for n in algorithms if n != "zero" and (fitted[n][:, k] ** 2).sum().isfinite()]
     goals = torch.stack([fitted[n][:, k] for n in readable], -1)  # (2B, A): what each readout is fitted to
     truth = torch.stack([at_k[n] for n in readable], -1)  # (B, A)
+    held = intermediates(fit, k), intermediates(test, k)
     layers = [
         {"layer": i, "error": error(y_read), **layer_match(f[:, k], t[:, k], goals, truth, readable, counts)}
         | {"error_cosine": error_cosines(y_read[:, k], at_k, targets[:, k])}
-        | {"intermediates": intermediates(f[:, k], t[:, k], fit, test, k)}
+        | {"intermediates": unreadable(f[:, k], t[:, k], *held)}
         for i, (f, t, y_read) in enumerate(zip(*states, y_readouts(states[0], fit.ys, states[1])))
     ]
     return {
@@ -263,18 +264,21 @@ def layer_match(
     return match | ({"verdict": "none", "tie": False} if match["distance"][match["closest"]] > UNREADABLE else {})
 
 
-def intermediates(fit_state: torch.Tensor, test_state: torch.Tensor, fit: Prompts, test: Prompts, k: int) -> dict:
-    """Akyurek et al. 2023's intermediates at k: the share of X^T y / k (the first GD step's
-    direction) and of least squares' weight vector that a linear readout of the layer's state
-    cannot recover (summed over coordinates and prompts): whether the layer holds them linearly,
-    whatever prediction it makes."""
+def intermediates(prompts: Prompts, k: int) -> dict[str, torch.Tensor]:
+    """Akyurek et al. 2023's intermediates at k, (B, D) each: X^T y / k (the first GD step's
+    direction) and least squares' weight vector."""
+    return {
+        "xty": prefix_cross(prompts.xs, prompts.ys)[:, k] / max(k, 1),
+        "w_least_squares": LeastSquares().weights(prompts.xs[:, : k + 1], prompts.ys[:, : k + 1])[:, k],
+    }
+
+
+def unreadable(fit_state: torch.Tensor, test_state: torch.Tensor, fitted: dict, truths: dict) -> dict:
+    """The share of each intermediate (summed over coordinates and prompts) that a linear readout of
+    the layer's state cannot recover: whether the layer holds it linearly, whatever it predicts."""
     out = {}
-    for name, quantity in (
-        ("xty", lambda p: prefix_cross(p.xs, p.ys)[:, k] / max(k, 1)),
-        ("w_least_squares", lambda p: LeastSquares().weights(p.xs, p.ys)[:, k]),
-    ):
-        truth = quantity(test)
-        decoded = readouts(fit_state[None], quantity(fit)[None], test_state[None])[0]
+    for name, truth in truths.items():
+        decoded = readouts(fit_state[None], fitted[name][None], test_state[None])[0]
         out[name] = (((decoded - truth) ** 2).sum() / (truth**2).sum()).item()
     return out
 
