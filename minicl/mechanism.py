@@ -305,24 +305,43 @@ def dynamics(run: str, k: int | None = None, n_prompts: int = 640, seed: int = 0
 # ---------------------------------------------------------------- command line
 
 
+def parser() -> argparse.ArgumentParser:
+    out = argparse.ArgumentParser(prog="python -m minicl.mechanism", description=__doc__.split("\n\n")[0])
+    out.add_argument("experiment", choices=["constructions", "masks", "depth", "dynamics"])
+    out.add_argument(
+        "inputs", nargs="*", help="runs or folders of runs (masks, dynamics), sweep=algorithms JSONs (depth)"
+    )
+    out.add_argument("--out", required=True, help="the results JSON to write")
+    out.add_argument("--k", type=int, default=None)
+    out.add_argument("--figure", default=None, help="dynamics: the figure to write")
+    return out
+
+
+def runs_in(paths: list[str]) -> list[str]:
+    """Each path that is a run, and the runs inside each that is not, in order."""
+    out = []
+    for path in map(Path, paths):
+        found = (
+            [path] if (path / "state.pt").is_file() else sorted(p for p in path.iterdir() if (p / "state.pt").is_file())
+        )
+        if not found:
+            raise FileNotFoundError(f"{path} is no run directory and holds none")
+        out += [str(p) for p in found]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m minicl.mechanism", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", choices=["constructions", "masks", "depth", "dynamics"])
-    parser.add_argument("inputs", nargs="*", help="runs (masks, dynamics) or sweep=algorithms JSONs (depth)")
-    parser.add_argument("--out", required=True, help="the results JSON to write")
-    parser.add_argument("--k", type=int, default=None)
-    parser.add_argument("--figure", default=None, help="dynamics: the figure to write")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     command = "python -m minicl.mechanism " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.experiment == "constructions":
         report = constructions()
     elif args.experiment == "masks":
-        report = masks(args.inputs, args.k)
+        report = masks(runs_in(args.inputs), args.k)
     elif args.experiment == "depth":
         report = depth({p: json.loads(Path(p).read_text()) for p in args.inputs})
     else:
         if len(args.inputs) != 1:
-            parser.error("dynamics takes one run directory")
+            raise SystemExit("python -m minicl.mechanism dynamics takes one run directory")
         report = dynamics(args.inputs[0], args.k)
         if args.figure:
             dynamics_figure(report, Path(args.figure))
