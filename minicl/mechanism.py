@@ -229,12 +229,16 @@ def depth(reports: dict[str, dict], ill_conditioned: str = "kappa_10") -> dict:
       factor of 2 or more per layer (geometric mean): GD's count grows faster;
     - on ill-conditioned inputs (a report with both `standard` and `ill_conditioned`: a model trained on
       isotropic inputs), GD's count is at least twice that on standard inputs on most layers, while
-      Newton's changes by at most 2 on most layers."""
+      Newton's changes by at most 2 on most layers (layers with a verdict other than "none" on both)."""
     out = []
     for path, report in reports.items():
         out += [depth_verdict(path, report, setting) for setting in report["settings"]]
         if ill_conditioned in report["settings"] and "standard" in report["settings"]:
-            pairs = list(zip(counts_by_layer(report, "standard"), counts_by_layer(report, ill_conditioned)))
+            pairs = [
+                (a, b)
+                for a, b in zip(counts_by_layer(report, "standard"), counts_by_layer(report, ill_conditioned))
+                if "none" not in (a["verdict"], b["verdict"])
+            ]
             gd_rises = sum(b["gd"]["count"] >= 2 * a["gd"]["count"] for a, b in pairs)
             newton_holds = sum(abs(b["newton"]["count"] - a["newton"]["count"]) <= 2 for a, b in pairs)
             out.append(
@@ -313,6 +317,7 @@ def parser() -> argparse.ArgumentParser:
     )
     out.add_argument("--out", required=True, help="the results JSON to write")
     out.add_argument("--k", type=int, default=None)
+    out.add_argument("--n-prompts", type=int, default=None, help="test prompts (masks: 1280, dynamics: 640)")
     out.add_argument("--figure", default=None, help="dynamics: the figure to write")
     return out
 
@@ -336,13 +341,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.experiment == "constructions":
         report = constructions()
     elif args.experiment == "masks":
-        report = masks(runs_in(args.inputs), args.k)
+        report = masks(runs_in(args.inputs), args.k, args.n_prompts or 1280)
     elif args.experiment == "depth":
         report = depth({p: json.loads(Path(p).read_text()) for p in args.inputs})
     else:
         if len(args.inputs) != 1:
             raise SystemExit("python -m minicl.mechanism dynamics takes one run directory")
-        report = dynamics(args.inputs[0], args.k)
+        report = dynamics(args.inputs[0], args.k, args.n_prompts or 640)
         if args.figure:
             dynamics_figure(report, Path(args.figure))
     report |= stamp(command)
