@@ -337,7 +337,7 @@ def runs_in(paths: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    command = "python -m minicl.mechanism " + " ".join(sys.argv[1:] if argv is None else argv)
+    provenance = stamp("python -m minicl.mechanism " + " ".join(sys.argv[1:] if argv is None else argv))  # as it starts
     if args.experiment == "constructions":
         report = constructions()
     elif args.experiment == "masks":
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
         report = dynamics(args.inputs[0], args.k, args.n_prompts or 640)
         if args.figure:
             dynamics_figure(report, Path(args.figure))
-    report |= stamp(command)
+    report |= provenance
     write_json(Path(args.out), report)
     for verdict in report.get("verdicts", []):
         print({key: value for key, value in verdict.items() if key != "layers"})
