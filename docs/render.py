@@ -274,7 +274,7 @@ def algorithms_table(report: dict) -> str:
                     entry["layer"],
                     f"{entry['error'][k]:.3f}",
                     verdict(entry),
-                    *(member(entry, fam) for fam in ("gd", "newton", "ridge")),
+                    *(member(entry, fam) if entry["verdict"] != "none" else "-" for fam in ("gd", "newton", "ridge")),
                 ]
             )
     columns = ["setting", "layer", "error", "verdict", "GD steps", "Newton iterations", "ridge lam"]
@@ -285,7 +285,7 @@ def algorithms_table(report: dict) -> str:
         "Error: a readout of y, over the error of predicting 0. Layers: the share of each algorithm's "
         "prediction a readout fitted to it cannot recover; output: the mean squared difference over the "
         "error of predicting 0. [a, b]: the 5-95% bootstrap range of the closest member; edge: the grid's "
-        f"end. {made_by(report)}.\n"
+        f"end; -: no algorithm's prediction readable (none). {made_by(report)}.\n"
     )
 
 
@@ -295,6 +295,8 @@ def path_table(report: dict, setting: str = "standard") -> str:
     layers = report["settings"][setting]["layers"]
 
     def cell(entry: dict, fam: str) -> str:
+        if entry["verdict"] == "none":
+            return "-"
         return member(entry, fam).split(" (")[0] + (" edge" if entry["families"][fam]["at_edge"] else "")
 
     rows = [[name, *(cell(e, fam) for e in layers)] for name, fam in (("GD steps", "gd"), ("Newton", "newton"))]

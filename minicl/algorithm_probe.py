@@ -355,8 +355,9 @@ def command(run: str | Path, k: int, n_prompts: int, seed: int, settings: tuple[
         "seed": seed or None,
         "settings": f"[{','.join(settings)}]" if tuple(settings) != ("standard", "skewed") else None,
     }
-    options = "".join(f" {key}={value}" for key, value in given.items() if value is not None)
-    return f"python -m minicl.explore run={run} sweep=algorithms{options}"
+    options = "".join(f" {key}={value}" for key, value in given.items() if value is not None and key != "settings")
+    listed = f" 'settings={given['settings']}'" if given["settings"] else ""  # quoted: a shell globs [...]
+    return f"python -m minicl.explore run={run} sweep=algorithms{options}{listed}"
 
 
 def summary(report: dict) -> str:
