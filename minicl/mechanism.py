@@ -287,6 +287,8 @@ def dynamics(run: str, k: int | None = None, n_prompts: int = 640, seed: int = 0
     points = []
     for source in [*snapshots, path]:
         state = read_run(source)
+        if points and state["step"] == points[-1]["step"]:  # the final state is the last snapshot
+            continue
         task = task_from_config(state["config"]["task"])
         n_points = state["config"]["task"]["curriculum"]["points"]["end"]
         at = min(task.n_dims if k is None else k, n_points - 1)

@@ -96,6 +96,6 @@ def test_the_mechanism_commands_run_on_tiny_runs(tiny_cfg, tmp_path):
             str(tmp_path / "d.png"),
         ]
     )
-    assert [p["step"] for p in dynamics["points"]] == [2, 4, 6, 6] and (tmp_path / "d.png").is_file()
+    assert [p["step"] for p in dynamics["points"]] == [2, 4, 6] and (tmp_path / "d.png").is_file()
     with pytest.raises(FileNotFoundError, match="holds none"):
         mechanism.main(["masks", str(tmp_path), "--out", str(tmp_path / "x.json")])
