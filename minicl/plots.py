@@ -398,7 +398,7 @@ def dynamics_figure(report: dict, path: Path) -> None:
     scale), the verdict at each step named along the top."""
     points = report["points"]
     steps = [p["step"] for p in points]
-    fig, ax = pyplot().subplots(figsize=(7.5, 4.0))
+    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
     for i, f in enumerate(points[0]["families"]):
         ax.plot(steps, [max(p["families"][f]["distance"], 1e-6) for p in points], "o-", ms=3, color=f"C{i}", label=f)
     for p in points:
@@ -412,7 +412,7 @@ def dynamics_figure(report: dict, path: Path) -> None:
             ha="center",
         )
     ax.set(yscale="log", xlabel="training step", ylabel=f"distance at k={points[0]['k']} (over predicting 0)")
-    ax.set_title(f"which algorithm the output matches along training: {report['run']}", fontsize=9, pad=60)
+    fig.suptitle(f"which algorithm the output matches along training: {report['run']}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     save_figure(fig, path)
