@@ -352,7 +352,8 @@ def masks_table(data: dict) -> str:
         )
     columns = ["arch", "layers", "seed", "causal", "prefix", "t-step GD (lr)", "prefix - GD", "prefix - causal"]
     lines = [
-        f"{v['claim']}: on {v['held_on']} of {v['seeds']} seeds, **{'holds' if v['holds'] else 'does not hold'}**"
+        f"{v['claim']}: on {v['held_on']} of {v['seeds']} seeds, "
+        + (f"**{'holds' if v['holds'] else 'does not hold'}**" if v["judged"] else "not judged (fewer than 3 seeds)")
         for v in data["verdicts"]
     ]
     k = data["runs"][0]["k"]

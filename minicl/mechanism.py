@@ -185,6 +185,7 @@ def mask_verdicts(rows: list[dict], pairs: list[dict]) -> list[dict]:
                 "claim": f"von Oswald: {layers}-layer prefix lsa at most {layers}-step GD's error",
                 "held_on": held,
                 "seeds": len(prefix),
+                "judged": len(prefix) >= 3,
                 "holds": held == len(prefix) >= 3,
             }
         )
@@ -199,6 +200,7 @@ def mask_verdicts(rows: list[dict], pairs: list[dict]) -> list[dict]:
                     "claim": f"Ding: {layers}-layer {arch}, prefix below causal" + " (band below 0)" * needs_band,
                     "held_on": held,
                     "seeds": len(group),
+                    "judged": len(group) >= 3,
                     "holds": held == len(group) >= 3,
                 }
             )

@@ -74,7 +74,7 @@ def test_the_mask_verdicts_need_every_seed_and_three_of_them():
     ding = verdicts["Ding: 3-layer transformer, prefix below causal (band below 0)"]
     assert ding["held_on"] == 1 and not ding["holds"]  # the bands of seeds 1 and 2 reach above 0
     two_seeds = mechanism.mask_verdicts(rows[:2], pairs[:2])
-    assert not any(v["holds"] for v in two_seeds)
+    assert not any(v["holds"] or v["judged"] for v in two_seeds)
 
 
 def test_the_mechanism_commands_run_on_tiny_runs(tiny_cfg, tmp_path):
