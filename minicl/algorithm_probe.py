@@ -242,14 +242,17 @@ def probe_setting(
     ]
     return {
         "gd_lrs": {str(t): lr for t, lr in zip(GD_STEPS, lrs)},
-        "convergence": {  # each grid's last member's distance to least squares at k
-            name: (((at_k[name] - at_k["least_squares"]) ** 2).mean() / norm).item()
-            for name in (f"gd_{GD_STEPS[-1]}", f"newton_{NEWTON_STEPS[-1]}")
-        },
+        "convergence": convergence(at_k, norm),
         "algorithm_error": {name: error(a) for name, a in algorithms.items()},
         "layers": layers,
         "output": {"error": error(output)} | output_match(output[:, k], at_k, targets[:, k], norm, counts),
     }
+
+
+def convergence(at_k: dict[str, torch.Tensor], norm: float) -> dict[str, float]:
+    """Each grid's last member's distance to least squares at k: how far the grid is from converged."""
+    last = (f"gd_{GD_STEPS[-1]}", f"newton_{NEWTON_STEPS[-1]}")
+    return {name: (((at_k[name] - at_k["least_squares"]) ** 2).mean() / norm).item() for name in last}
 
 
 def layer_match(

@@ -90,7 +90,7 @@ def test_a_mixture_of_different_classes_and_a_finite_pool():
         (NOISY, [0, 0], "positive sum"),
         (NOISY, [1, 2, 3], "must be 2 non-negative numbers"),
         ([{"name": "cubic"}], None, "needs a name from"),
-        ([{"name": "noisy_linear", "noise": 1.0}], None, "takes \\['noise_std', 'w_scale'\\]"),
+        ([{"name": "noisy_linear", "noise": 1.0}], None, "takes \\['kappa', 'noise_std', 'w_scale'\\]"),
         ([{"name": "linear", "n_dims": 3}], None, "n_dims is the mixture's"),
         ([{"name": "linear"}, {"name": "linear_classification"}], None, "must be regression tasks"),
     ],
