@@ -322,9 +322,7 @@ def prefix_problems(xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, t
     return prefix_gram(xs) / count[:, None, None], prefix_cross(xs, ys) / count[:, None]
 
 
-def gd_weights(
-    xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[float] | Sequence[Sequence[float]], steps: Sequence[int]
-) -> torch.Tensor:
+def gd_weights(xs: torch.Tensor, ys: torch.Tensor, lr: float | Sequence[Any], steps: Sequence[int]) -> torch.Tensor:
     """w_t after t steps of full-batch gradient descent from w = 0 on every prefix's loss
     (1/2i) sum_{j < i} (w . x_j - y_j)^2, for each t in `steps`: (len(steps), B, N, D) in float64.
     `lr` is one step size for all, one per t, or one list per t of a step size per step. In the

@@ -149,7 +149,8 @@ def masks(runs: list[str], k: int | None = None, n_prompts: int = 1280, seed: in
     - Ding (transformer): prefix below causal on every seed with the band below 0."""
     counts = bootstrap_counts(n_prompts, seed)
     found = [run_errors(r, k, n_prompts, seed) for r in runs]
-    rows, pairs = [], {}
+    rows: list[dict] = []
+    pairs: dict[tuple, dict] = {}
     for e in found:
         rows.append(
             {
@@ -286,7 +287,7 @@ def dynamics(run: str, k: int | None = None, n_prompts: int = 640, seed: int = 0
     (model_<step>.pt) and its final state, on the standard setting."""
     path = Path(run)
     snapshots = sorted(path.glob("model_*.pt"), key=lambda p: int(re.sub(r"\D", "", p.stem)))
-    points = []
+    points: list[dict] = []
     for source in [*snapshots, path]:
         state = read_run(source)
         if points and state["step"] == points[-1]["step"]:  # the final state is the last snapshot
