@@ -274,17 +274,19 @@ def algorithms_table(report: dict) -> str:
                     entry["layer"],
                     f"{entry['error'][k]:.3f}",
                     verdict(entry),
+                    f"{entry['error_cosine'][entry['closest']]:.3f}" if entry["verdict"] != "none" else "-",
                     *(member(entry, fam) if entry["verdict"] != "none" else "-" for fam in ("gd", "newton", "ridge")),
                 ]
             )
-    columns = ["setting", "layer", "error", "verdict", "GD steps", "Newton iterations", "ridge lam"]
+    columns = ["setting", "layer", "error", "verdict", "error cosine", "GD steps", "Newton iterations", "ridge lam"]
     return markdown(columns, rows) + (
         f"\nAt k = {k} of {report['n_prompts']} prompts; {report['arch']}, {report['n_layer']} layers, "
         f"{report.get('mask', 'causal')} mask, d = {report['n_dims']}"
         f"{', trained with kappa = ' + format(report['kappa'], 'g') if report.get('kappa', 1) != 1 else ''}. "
         "Error: a readout of y, over the error of predicting 0. Layers: the share of each algorithm's "
         "prediction a readout fitted to it cannot recover; output: the mean squared difference over the "
-        "error of predicting 0. [a, b]: the 5-95% bootstrap range of the closest member; edge: the grid's "
+        "error of predicting 0. Error cosine: Fu et al.'s similarity of errors with the closest algorithm (the "
+        "cosine of the residual vectors). [a, b]: the 5-95% bootstrap range of the closest member; edge: the grid's "
         f"end; -: no algorithm's prediction readable (none). {made_by(report)}.\n"
     )
 
