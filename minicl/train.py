@@ -319,8 +319,10 @@ def set_up(cfg: DictConfig, run_dir: str | Path) -> Run:
     model = build_model(mc).to(device)
     if rank == 0:
         rundir.check_writable(run_dir, 3 * 3 * 4 * model.num_parameters())  # weights + Adam's two moments, 3 files
-    if tr.loss_on == "queries" and world > 1:
-        raise ValueError("trainer.loss_on=queries trains in one process; run it without torchrun")
+    if (tr.loss_on == "queries" or mc.mask == "prefix") and world > 1:  # both train through after_prompt,
+        # which DistributedDataParallel does not wrap: the ranks' gradients would not be averaged
+        what = "trainer.loss_on=queries" if tr.loss_on == "queries" else "model.mask=prefix"
+        raise ValueError(f"{what} trains in one process; run it without torchrun")
     sampler = PromptSampler(
         task,
         cfg.task.curriculum.points.end + (tr.queries if tr.loss_on == "queries" else 0),
