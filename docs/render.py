@@ -399,15 +399,25 @@ def depth_table(data: dict) -> str:
 
 
 def dynamics_table(data: dict) -> str:
-    """mechanism dynamics: the output's error and verdict at each saved step."""
-    families = list(data["points"][0]["families"])
+    """mechanism dynamics: each run's error and verdict at every saved step side by side, then per
+    run the first GD-like and least-squares-like steps and the order the command judged."""
+    runs = data["runs"]
+    steps = sorted({p["step"] for r in runs for p in r["points"]})
+    at = [{p["step"]: p for p in r["points"]} for r in runs]
     rows = [
-        [p["step"], f"{p['error']:.3f}", p["verdict"], *(f"{p['families'][f]['distance']:.3f}" for f in families)]
-        for p in data["points"]
+        [step, *(f"{a[step]['error']:.3f}, {a[step]['verdict']}" if step in a else "-" for a in at)] for step in steps
     ]
-    return markdown(["step", "error", "verdict", *families], rows) + (
-        f"\nAt k = {data['points'][0]['k']}, {data['n_prompts']} prompts of the standard setting; distances to "
-        f"each family's closest member over the error of predicting 0. {made_by(data)}.\n"
+    lines = [
+        f"`{r['run']}`: first GD-like at step {r['first_gd'] or 'never'}, first least-squares-like at "
+        f"{r['first_least_squares'] or 'never'}: GD-like before least-squares-like "
+        f"**{'holds' if r['gd_before_least_squares'] else 'does not hold'}**"
+        for r in runs
+    ]
+    held, total = data["holds_on"]
+    return markdown(["step", *(f"`{r['run']}` error, verdict" for r in runs)], rows) + (
+        f"\nAt k = {runs[0]['points'][0]['k']}, {data['n_prompts']} prompts of the standard setting. "
+        + "; ".join(lines)
+        + f". Holds on {held} of {total} runs. {made_by(data)}.\n"
     )
 
 
@@ -440,34 +450,57 @@ def components_table(runs: dict[str, dict]) -> str:
     )
 
 
+def lam_text(e: dict) -> str:
+    """An effective lam with its band: 1.3 [1.1, 1.6], starred at the grid's edge."""
+    return f"{e['lam']:.3g} [{e['band'][0]:.3g}, {e['band'][1]:.3g}]" + "*" * e["at_edge"]
+
+
 def selection_table(runs: dict[str, dict]) -> str:
-    """Mixture runs' metrics.json (a glob, by file name): per run, the model's and the Bayes model average's
-    error at k = 2d on each component, the fixed ridges at least as good as the model on every
-    component, and the criterion: none of them, and the model within 0.03 of the Bayes average on
-    component 0 and within 10% of it on component 1."""
+    """Noise-mixture runs' metrics.json (a glob, by file name): per run, the model's and the Bayes
+    model average's error at k = 2d on each component, the closest fixed ridge and those as good on
+    every component, each one's effective lam per component with its ratio, and the two parts of
+    the verdict minicl.selection computed (this only shows them)."""
     rows = []
     for name, m in runs.items():
-        k = min(2 * m["n_dims"], m["n_points"] - 1)
-        e = component_errors(m, k)
-        model, bayes = e["transformer"], e["bayes_noise_mixture"]
-        fixed = [r for r in e if r.startswith("ridge_") and not r.startswith("ridge_c")]
-        as_good = [r for r in fixed if all(a <= b for a, b in zip(e[r], model))]
-        best = min(fixed, key=lambda r: max(a / b for a, b in zip(e[r], model)))
-        holds = not as_good and abs(model[0] - bayes[0]) <= 0.03 and abs(model[1] - bayes[1]) <= 0.1 * bayes[1]
+        v, k = m["selection"], m["selection"]["k"]
+        errors = {
+            label: [m["settings"][c]["models"][label]["mean"][k] for c in v["components"]]
+            for label in (v["model"], "bayes_noise_mixture", v["closest_fixed"])
+        }
+        lams = {label: [m["settings"][c]["effective_lam"][label] for c in v["components"]] for label in errors}
+        ratios = v["lam_ratio"]
         rows.append(
             [
                 name,
-                " / ".join(f"{x:.3f}" for x in model),
-                " / ".join(f"{x:.3f}" for x in bayes),
-                f"{best} ({' / '.join(f'{x:.3f}' for x in e[best])})",
-                ", ".join(as_good) or "none",
-                f"**{'holds' if holds else 'does not hold'}**",
+                " / ".join(f"{x:.3f}" for x in errors[v["model"]]),
+                " / ".join(f"{x:.3f}" for x in errors["bayes_noise_mixture"]),
+                f"{v['closest_fixed']} ({' / '.join(f'{x:.3f}' for x in errors[v['closest_fixed']])})",
+                ", ".join(v["fixed_as_good"]) or "none",
+                f"**{'holds' if v['criterion_38'] else 'does not hold'}**",
+                " / ".join(lam_text(e) for e in lams[v["model"]]),
+                f"{ratios['model']['ratio']:.3g} [{ratios['model']['band'][0]:.3g}, {ratios['model']['band'][1]:.3g}]",
+                " / ".join(lam_text(e) for e in lams["bayes_noise_mixture"]),
+                f"**{'holds' if v['ratio_criterion'] else 'does not hold'}**",
             ]
         )
-    columns = ["run", "model", "Bayes average", "closest fixed ridge", "fixed ridges as good on both", "criterion"]
+    columns = [
+        "run",
+        "model",
+        "Bayes average",
+        "closest fixed ridge",
+        "fixed ridges as good on both",
+        "criterion (errors)",
+        "model's effective lam",
+        "ratio",
+        "Bayes average's effective lam",
+        "criterion (ratio >= 10, bands apart)",
+    ]
     return markdown(columns, rows) + (
-        "\nErrors at k = 2d on component 0 / component 1; the closest fixed ridge is the one whose worse "
-        "ratio to the model is least: " + made_by_all(list(runs.values())) + ".\n"
+        "\nErrors at k = 2d on the cleanest / the noisiest component; the closest fixed ridge is the one whose "
+        "worse ratio to the model is least; effective lam: the ridge lam (101 on a log grid from 1e-3 to 100) "
+        "closest to the predictions, with its 5-95% bootstrap range over prompts (* at the grid's edge): "
+        + made_by_all(list(runs.values()))
+        + ".\n"
     )
 
 

@@ -24,6 +24,7 @@ from minicl.config import CONF, plain, register_schemas, task_from_config
 from minicl.model import Predictor
 from minicl.plots import setting_figure
 from minicl.rundir import command_line, model_from_state, output_dir, read_prompt_run, stamp
+from minicl.selection import effective_lams, noise_levels, selection_verdict
 from minicl.settings import default_settings, parse, setting_prompts
 from minicl.tasks import Linear, Mixture, NoisyLinear, PromptSampler, Task, make_generators
 
@@ -106,9 +107,9 @@ def with_components(baselines: dict, task_cfg: DictConfig | dict) -> dict:
         for i, own in enumerate(sets)
         for label, spec in own.items()
     }
-    if all(type(part) in (Linear, NoisyLinear) and getattr(part, "w_scale", 0) == 1 for part in mixture.parts):
+    stds = noise_levels(mixture)
+    if stds is not None:
         out |= {f"ridge_{lam:g}": {"name": "ridge", "lam": lam} for lam in FIXED_LAMS}
-        stds = [getattr(part, "noise_std", NOISELESS_STD) for part in mixture.parts]
         out["bayes_noise_mixture"] = {
             "name": "bayes_noise_mixture",
             "noise_stds": stds,
@@ -131,36 +132,70 @@ def evaluate(
     progress: bool = True,
     pool_seed: int | None = None,
     command: str | None = None,
+    model: str | None = None,
 ) -> dict:
     """Evaluate every predictor on every setting; writes out_dir/metrics.json (with `command`, the
     command line that asked for it, when given, minicl's commit and the machine) and out_dir/plots/.
-    A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`)."""
+    A task with a finite pool (task.num_tasks) draws it from `pool_seed` (default: `seed`). A noise
+    mixture's components get each predictor's effective lam, `model` (a label) its verdict (minicl.selection)."""
     task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
-    num_tasks = task_cfg.get("num_tasks")
-    settings = list(settings or default_settings(task, pooled=bool(num_tasks)))
-    for setting in settings:
-        parse(setting)  # every name checked before any work
-    out_dir = Path(out_dir)
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    settings = list(settings or default_settings(task, pooled=bool(task_cfg.get("num_tasks"))))
+    [parse(setting) for setting in settings]  # every name checked before any work
+    (Path(out_dir) / "plots").mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
     metrics |= {"n_prompts": n_prompts, "seed": seed} | stamp(command) | {"settings": {}}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
-    pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks}
-    pool["pool_seed"] = seed if pool_seed is None else pool_seed
+    pool_seed = seed if pool_seed is None else pool_seed
+    pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": task_cfg.get("num_tasks"), "pool_seed": pool_seed}
+    stds, lams = noise_levels(task), {}  # a noise mixture: each component's effective lams
     for setting in settings:
         p = setting_prompts(setting, task, n_prompts, n_points, seed, device, **pool)
         metrics["settings"][setting] = entry = setting_entry(p.task, p.targets)  # a component: its own normaliser
-        for label, predictor in predictors.items():
-            bar.set_postfix_str(f"{setting}: {label}")
-            preds = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
-            entry["models"][label] = summarise(pointwise_metric(p.task, preds, p.targets), bootstrap, gen)
-            bar.update(1)
-        setting_figure(setting, entry, out_dir / "plots" / f"{setting}.png")
+        kept = score(p, predictors, entry, (batch_size, bootstrap, gen), bar, setting)
+        if stds and setting.startswith("component_") and p.queries is None:
+            lams[setting] = effective_lams(p.xs.cpu(), p.ys.cpu(), selection_k(metrics), kept, seed)
+            entry["effective_lam"] = lams_entry(lams[setting], selection_k(metrics))
+        setting_figure(setting, entry, Path(out_dir) / "plots" / f"{setting}.png")
     bar.close()
-    write_json(out_dir / "metrics.json", metrics)
+    if stds and model in predictors and len(lams) == len(stds) > 1:
+        metrics["selection"] = selection(metrics, lams, stds, str(model))
+    write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
+
+
+def score(p, predictors: Mapping[str, Predictor], entry: dict, how: tuple, bar: tqdm, setting: str) -> dict:
+    """Each predictor's errors on the prompts p into entry["models"]; returns their predictions.
+    `how`: (batch size, bootstrap resamples, the bootstrap's generator)."""
+    batch_size, bootstrap, gen = how
+    kept = {}
+    for label, predictor in predictors.items():
+        bar.set_postfix_str(f"{setting}: {label}")
+        kept[label] = predict_in_batches(predictor, p.xs, p.ys, p.queries, batch_size)
+        entry["models"][label] = summarise(pointwise_metric(p.task, kept[label], p.targets), bootstrap, gen)
+        bar.update(1)
+    return kept
+
+
+def lams_entry(lams: dict[str, dict], k: int) -> dict:
+    """A component's effective lams for metrics.json (without the bootstrap's resamples)."""
+    return {"k": k} | {label: {key: v for key, v in e.items() if key != "resamples"} for label, e in lams.items()}
+
+
+def selection_k(metrics: dict) -> int:
+    """Where a mixture's selection is read: k = 2d, as its tables."""
+    return min(2 * metrics["n_dims"], metrics["n_points"] - 1)
+
+
+def selection(metrics: dict, lams: dict[str, dict], stds: list[float], model: str) -> dict:
+    """minicl.selection's verdict for `model`, its components ordered from the cleanest labels up."""
+    order = [f"component_{i}" for i in sorted(range(len(stds)), key=stds.__getitem__)]
+    k = selection_k(metrics)
+    labels = metrics["settings"][order[0]]["models"]
+    errors = {m: [metrics["settings"][c]["models"][m]["mean"][k] for c in order] for m in labels}
+    by_label = {m: [lams[c][m] for c in order] for m in (model, "bayes_noise_mixture")}
+    return {"k": k, "components": order, "model": model} | selection_verdict(errors, by_label, model)
 
 
 def setting_entry(task: Task, targets: torch.Tensor) -> dict:
@@ -216,6 +251,7 @@ def evaluate_run(
         out_dir or output_dir(run_dir),
         device=resolve_device(device),
         pool_seed=pool_seed,
+        model=model.config.arch,
         **kwargs,
     )
     print(format_table(metrics))

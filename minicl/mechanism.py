@@ -25,6 +25,7 @@ from minicl.algorithm_probe import (
     band,
     best_gd_lrs,
     bootstrap_counts,
+    family,
     probe_setting,
     split,
 )
@@ -282,7 +283,32 @@ def depth_verdict(path: str, report: dict, setting: str) -> dict:
 # ---------------------------------------------------------------- e: along training
 
 
-def dynamics(run: str, k: int | None = None, n_prompts: int = 640, seed: int = 0) -> dict:
+def dynamics(runs: list[str], k: int | None = None, n_prompts: int = 640, seed: int = 0) -> dict:
+    """Each run's trajectory (run_dynamics) and whether it passed through GD-like before it became
+    least-squares-like: a snapshot whose verdict is a gd member outright, and a later one whose verdict
+    is least_squares (outright or in a tie)."""
+    out = []
+    for run in runs:
+        points = run_dynamics(run, k, n_prompts, seed)
+        out.append({"run": run} | order(points) | {"points": points})
+    holds = sum(bool(r["gd_before_least_squares"]) for r in out)
+    return {"kind": "dynamics", "n_prompts": n_prompts, "seed": seed, "runs": out, "holds_on": [holds, len(out)]}
+
+
+def order(points: list[dict]) -> dict:
+    """The first step whose verdict is a gd member outright, the first whose verdict is least_squares
+    (outright or in a tie), and whether least-squares-like came after GD-like."""
+    gd = [p["step"] for p in points if family(p["verdict"]) == "gd"]
+    ls = [p["step"] for p in points if "least_squares" in p["verdict"].removeprefix("tie: ").split(" / ")]
+    after = bool(gd) and any(step > gd[0] for step in ls)
+    return {
+        "first_gd": gd[0] if gd else None,
+        "first_least_squares": ls[0] if ls else None,
+        "gd_before_least_squares": after,
+    }
+
+
+def run_dynamics(run: str, k: int | None, n_prompts: int, seed: int) -> list[dict]:
     """The output's distance at k to each family's closest member, at every snapshot of a run
     (model_<step>.pt) and its final state, on the standard setting."""
     path = Path(run)
@@ -308,7 +334,7 @@ def dynamics(run: str, k: int | None = None, n_prompts: int = 640, seed: int = 0
                 },
             }
         )
-    return {"kind": "dynamics", "run": run, "n_prompts": n_prompts, "seed": seed, "points": points}
+    return points
 
 
 # ---------------------------------------------------------------- command line
@@ -350,9 +376,7 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.experiment == "depth":
         report = depth({p: json.loads(Path(p).read_text()) for p in args.inputs})
     else:
-        if len(args.inputs) != 1:
-            raise SystemExit("python -m minicl.mechanism dynamics takes one run directory")
-        report = dynamics(args.inputs[0], args.k, args.n_prompts or 640)
+        report = dynamics(runs_in(args.inputs), args.k, args.n_prompts or 640)
         if args.figure:
             dynamics_figure(report, Path(args.figure))
     report |= provenance

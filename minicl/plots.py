@@ -394,27 +394,26 @@ def algorithms_figure(report: dict, path: Path) -> None:
 
 
 def dynamics_figure(report: dict, path: Path) -> None:
-    """The output's distance at k to each family's closest member against the training step (log
-    scale), the verdict at each step named along the top."""
-    points = report["points"]
-    steps = [p["step"] for p in points]
-    fig, ax = pyplot().subplots(figsize=(7.5, 4.8))
-    for i, f in enumerate(points[0]["families"]):
-        ax.plot(steps, [max(p["families"][f]["distance"], 1e-6) for p in points], "o-", ms=3, color=f"C{i}", label=f)
-    for p in points:
-        ax.annotate(
-            p["verdict"],
-            (p["step"], 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=6,
-            va="bottom",
-            ha="center",
-        )
-    ax.set(yscale="log", xlabel="training step", ylabel=f"distance at k={points[0]['k']} (over predicting 0)")
-    fig.suptitle(f"which algorithm the output matches along training: {report['run']}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.grid(alpha=0.3)
+    """Per run (a panel each), the output's distance at k to each family's closest member against
+    the training step (log scale), the verdict at each step named along the top."""
+    runs = report["runs"]
+    fig, axes = pyplot().subplots(len(runs), 1, figsize=(7.5, 3.6 * len(runs)), squeeze=False)
+    for ax, run in zip(axes[:, 0], runs):
+        points = run["points"]
+        steps = [p["step"] for p in points]
+        for i, f in enumerate(points[0]["families"]):
+            distances = [max(p["families"][f]["distance"], 1e-6) for p in points]
+            ax.plot(steps, distances, "o-", ms=3, color=f"C{i}", label=f)
+        for p in points:
+            ax.annotate(
+                p["verdict"], (p["step"], 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6, va="bottom"
+            )
+        ax.set(yscale="log", ylabel=f"distance at k={points[0]['k']}\n(over predicting 0)")
+        ax.set_title(run["run"], fontsize=8, loc="left", pad=70)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("training step")
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle("which algorithm the output matches along training", fontsize=9)
     save_figure(fig, path)
 
 

@@ -16,6 +16,7 @@ LAYERS = [
     {"common", "plots"},
     {"config", "settings", "tracking"},
     {"rundir", "baselines"},
+    {"selection"},
     {"estimators", "evaluate", "pretrained", "convert", "algorithms"},
     {"minicl", "train"},
     {"probe", "algorithm_probe"},

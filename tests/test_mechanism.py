@@ -96,6 +96,22 @@ def test_the_mechanism_commands_run_on_tiny_runs(tiny_cfg, tmp_path):
             str(tmp_path / "d.png"),
         ]
     )
-    assert [p["step"] for p in dynamics["points"]] == [2, 4, 6] and (tmp_path / "d.png").is_file()
+    assert [p["step"] for p in dynamics["runs"][0]["points"]] == [2, 4, 6] and (tmp_path / "d.png").is_file()
+    assert dynamics["holds_on"][1] == 1 and "gd_before_least_squares" in dynamics["runs"][0]
     with pytest.raises(FileNotFoundError, match="holds none"):
         mechanism.main(["masks", str(tmp_path), "--out", str(tmp_path / "x.json")])
+
+
+@pytest.mark.parametrize(
+    "verdicts, expected",
+    [
+        (["zero", "gd_2", "tie: gd_8 / least_squares", "least_squares"], (2, 3, True)),
+        (["zero", "tie: gd_2 / ridge_1", "least_squares"], (None, 3, False)),  # a tie is not GD-like
+        (["least_squares", "gd_4", "gd_8"], (2, 1, False)),  # least squares first
+        (["gd_1", "gd_4", "ridge_0.01"], (1, None, False)),  # never least-squares-like
+        (["gd_1", "tie: ridge_0.01 / least_squares"], (1, 2, True)),
+    ],
+)
+def test_the_dynamics_order_on_known_verdict_sequences(verdicts, expected):
+    found = mechanism.order([{"step": i + 1, "verdict": v} for i, v in enumerate(verdicts)])
+    assert (found["first_gd"], found["first_least_squares"], found["gd_before_least_squares"]) == expected
