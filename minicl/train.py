@@ -71,6 +71,9 @@ def learning_rate(tr, step: int) -> float:
     return tr.lr
 
 
+PLATEAU = 0.9  # a model whose error at k is at least this share of predicting 0's never left the plateau
+
+
 def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
     """Normalised error (accuracy for classification) at k = 2d in-context examples on fresh
     prompts, next to least squares'; printed and written to run_dir/final_eval.json."""
@@ -86,10 +89,17 @@ def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.
     }
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
+        report["zero"] = pointwise_metric(task, torch.zeros_like(ys), ys)[:, k].mean().item()
+        report["plateau"] = report[model.config.arch] >= PLATEAU * report["zero"]
     write_json(run_dir / "final_eval.json", report)
     metric = "accuracy" if task.classification else "normalised squared error"
-    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name != "k")
+    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name not in ("k", "plateau"))
     print(f"{metric} at k={k} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
+    if report.get("plateau"):
+        print(
+            f"the model stayed on the plateau: its error is at least {PLATEAU:g} of predicting 0's, the labels' "
+            "spread (final_eval.json: plateau true); a longer warm-up, a dims curriculum or another seed may leave it"
+        )
     return report
 
 
