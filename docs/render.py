@@ -408,8 +408,8 @@ def dynamics_table(data: dict) -> str:
         [step, *(f"{a[step]['error']:.3f}, {a[step]['verdict']}" if step in a else "-" for a in at)] for step in steps
     ]
     lines = [
-        f"`{r['run']}`: first GD-like at step {r['first_gd'] or 'never'}, first least-squares-like at "
-        f"{r['first_least_squares'] or 'never'}: GD-like before least-squares-like "
+        f"`{r['run']}`: GD-like from step {r['first_gd'] or '- (never)'}, least-squares-like from step "
+        f"{r['first_least_squares'] or '- (never)'}: GD-like before least-squares-like "
         f"**{'holds' if r['gd_before_least_squares'] else 'does not hold'}**"
         for r in runs
     ]
@@ -613,8 +613,8 @@ def render(path: str, view: str | None) -> str:
         return real_tables_table(data, view)
     if "benchmarks" in data:  # pytest-benchmark's JSON
         return benchmark_table(data)
-    if view == "components":  # a mixture's metrics.json
-        return components_table({Path(path).stem: data})
+    if view in ("components", "selection"):  # a mixture's metrics.json
+        return (components_table if view == "components" else selection_table)({Path(path).stem: data})
     if "evaluation" in data:  # a shipped model's record
         return shipped_table(data)
     raise ValueError(f"docs/{path}: not a JSON that a minicl command writes; results are never written by hand")

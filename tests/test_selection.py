@@ -81,7 +81,9 @@ def test_the_bayes_average_selects_and_a_fixed_ridge_does_not():
         "ridge_0.01": [0.003, 1.0],
     }
     as_model = selection_verdict(errors, {"bayes_noise_mixture": lams["bayes_noise_mixture"]}, "bayes_noise_mixture")
-    assert as_model["lam_ratio"]["model"]["ratio"] >= 10 and as_model["lam_ratio"]["model"]["apart"]
+    bayes_ratio = as_model["lam_ratio"]["model"]
+    assert bayes_ratio["ratio"] >= 10 and bayes_ratio["apart"]
+    assert 10 <= bayes_ratio["band"][0] <= bayes_ratio["ratio"] <= bayes_ratio["band"][1]
     assert as_model["holds"] and as_model["criterion_38"]
     verdict = selection_verdict(
         errors, {"fixed": lams["fixed"]} | {"bayes_noise_mixture": lams["bayes_noise_mixture"]}, "fixed"
@@ -105,3 +107,17 @@ def test_evaluate_gives_each_component_effective_lams_and_the_models_verdict(tmp
     assert not metrics["selection"]["holds"]
     assert np.isfinite(metrics["selection"]["lam_ratio"]["bayes_noise_mixture"]["ratio"])
     assert "selection" not in evaluate(MIXTURE, predictors, tmp_path, n_prompts=64, progress=False, bootstrap=10)
+
+
+@pytest.mark.parametrize("small_noise, near", [(0.02, True), (0.05, False)])
+def test_the_error_part_asks_the_model_near_the_bayes_average(small_noise, near):
+    errors = {
+        "m": [small_noise, 0.45],
+        "bayes_noise_mixture": [0.003, 0.44],
+        "ridge_0.1": [0.004, 0.9],
+        "ridge_2": [0.1, 0.46],
+    }
+    lam = {"lam": 1.0, "band": [0.9, 1.1], "at_edge": False, "resamples": torch.ones(5, dtype=torch.float64)}
+    verdict = selection_verdict(errors, {"m": [lam, lam], "bayes_noise_mixture": [lam, lam]}, "m")
+    assert verdict["fixed_as_good"] == [] and verdict["closest_fixed"] == "ridge_0.1"  # its worse ratio is 2
+    assert verdict["near_bayes"] is near and verdict["criterion_38"] is near and not verdict["holds"]
