@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Transformer
 
-from minicl import compare, mechanism, ship
+from minicl import compare, diversity, mechanism, ship
 from minicl.config import CONF, check_config, register_schemas
 from minicl.reproduce import checked_request, claim_config
 
@@ -173,6 +173,8 @@ def test_every_documented_command_splits_and_composes(where, command):
         assert len(args) == 2, command
     elif module == "mechanism":
         mechanism.parser().parse_args(args)
+    elif module == "diversity":
+        diversity.parser().parse_args(args)
     else:
         assert module in {"probe"}, f"{where}: unknown command {command}"
 
@@ -191,6 +193,8 @@ def read(words: list[str]) -> list[str]:
     if "minicl.mechanism" in words and words[words.index("minicl.mechanism") + 1] in ("masks", "dynamics"):
         args = mechanism.parser().parse_args(words[words.index("minicl.mechanism") + 1 :])
         runs += args.inputs
+    if "minicl.diversity" in words:
+        runs += diversity.parser().parse_args(words[words.index("minicl.diversity") + 1 :]).runs
     placeholder = ("pretrained:", "path/to/")  # a shipped model, another code's run; RUN below
     return [r.rstrip("/") for r in runs if not r.startswith(placeholder) and r != r.upper()]
 

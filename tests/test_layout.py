@@ -21,7 +21,7 @@ LAYERS = [
     {"minicl", "train"},
     {"probe", "algorithm_probe"},
     {"explore", "reproduce", "compare", "mechanism"},
-    {"ship"},
+    {"ship", "diversity"},
 ]
 
 
