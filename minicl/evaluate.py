@@ -25,7 +25,7 @@ from minicl.model import Predictor
 from minicl.plots import setting_figure
 from minicl.rundir import command_line, model_from_state, output_dir, read_prompt_run, stamp
 from minicl.selection import effective_lams, noise_levels, selection_verdict
-from minicl.settings import default_settings, parse, setting_prompts
+from minicl.settings import Prompts, default_settings, parse, setting_prompts
 from minicl.tasks import Linear, Mixture, NoisyLinear, PromptSampler, Task, make_generators
 
 # ---------------------------------------------------------------- metrics, table, plots
@@ -141,7 +141,8 @@ def evaluate(
     task = task_from_config(task_cfg)
     n_points = n_points or task_cfg["curriculum"]["points"]["end"]
     settings = list(settings or default_settings(task, pooled=bool(task_cfg.get("num_tasks"))))
-    [parse(setting) for setting in settings]  # every name checked before any work
+    for setting in settings:
+        parse(setting)  # every name checked before any work
     (Path(out_dir) / "plots").mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
     metrics |= {"n_prompts": n_prompts, "seed": seed} | stamp(command) | {"settings": {}}
@@ -159,13 +160,12 @@ def evaluate(
             entry["effective_lam"] = lams_entry(lams[setting], selection_k(metrics))
         setting_figure(setting, entry, Path(out_dir) / "plots" / f"{setting}.png")
     bar.close()
-    if stds and model in predictors and len(lams) == len(stds) > 1:
-        metrics["selection"] = selection(metrics, lams, stds, str(model))
+    metrics |= selection(metrics, lams, stds or [], model if model in predictors else None)
     write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics
 
 
-def score(p, predictors: Mapping[str, Predictor], entry: dict, how: tuple, bar: tqdm, setting: str) -> dict:
+def score(p: Prompts, predictors: Mapping[str, Predictor], entry: dict, how: tuple, bar: tqdm, setting: str) -> dict:
     """Each predictor's errors on the prompts p into entry["models"]; returns their predictions.
     `how`: (batch size, bootstrap resamples, the bootstrap's generator)."""
     batch_size, bootstrap, gen = how
@@ -188,14 +188,17 @@ def selection_k(metrics: dict) -> int:
     return min(2 * metrics["n_dims"], metrics["n_points"] - 1)
 
 
-def selection(metrics: dict, lams: dict[str, dict], stds: list[float], model: str) -> dict:
-    """minicl.selection's verdict for `model`, its components ordered from the cleanest labels up."""
+def selection(metrics: dict, lams: dict[str, dict], stds: list[float], model: str | None) -> dict:
+    """{"selection": minicl.selection's verdict for `model`}, its components ordered from the cleanest
+    labels up; {} without a model, the Bayes average or the effective lams of every component."""
+    if model is None or len(lams) != len(stds) or len(stds) < 2 or "bayes_noise_mixture" not in lams[next(iter(lams))]:
+        return {}
     order = [f"component_{i}" for i in sorted(range(len(stds)), key=stds.__getitem__)]
     k = selection_k(metrics)
     labels = metrics["settings"][order[0]]["models"]
     errors = {m: [metrics["settings"][c]["models"][m]["mean"][k] for c in order] for m in labels}
     by_label = {m: [lams[c][m] for c in order] for m in (model, "bayes_noise_mixture")}
-    return {"k": k, "components": order, "model": model} | selection_verdict(errors, by_label, model)
+    return {"selection": {"k": k, "components": order, "model": model} | selection_verdict(errors, by_label, model)}
 
 
 def setting_entry(task: Task, targets: torch.Tensor) -> dict:

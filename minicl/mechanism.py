@@ -4,10 +4,10 @@ its `kind`) and computes its verdicts by criteria fixed here, before the runs th
     python -m minicl.mechanism constructions --out FILE      # a: the hand-built models, no training
     python -m minicl.mechanism masks RUN... --out FILE       # b, c: causal against prefix mask, per seed
     python -m minicl.mechanism depth JSON... --out FILE      # d: GD and Newton counts per layer (Fu et al.)
-    python -m minicl.mechanism dynamics RUN --out FILE       # e: the output's match along training
+    python -m minicl.mechanism dynamics RUN... --out FILE    # e: the output's match along training
 
-`masks` reads trained runs; `depth` reads `sweep=algorithms` JSONs; `dynamics` probes a run's
-snapshots (model_<step>.pt) and its final state.
+`masks` reads trained runs; `depth` reads `sweep=algorithms` JSONs; `dynamics` probes each run's
+snapshots (model_<step>.pt) and its final state, and judges the order GD-like, then least-squares-like.
 """
 
 import argparse

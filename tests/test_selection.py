@@ -121,3 +121,9 @@ def test_the_error_part_asks_the_model_near_the_bayes_average(small_noise, near)
     verdict = selection_verdict(errors, {"m": [lam, lam], "bayes_noise_mixture": [lam, lam]}, "m")
     assert verdict["fixed_as_good"] == [] and verdict["closest_fixed"] == "ridge_0.1"  # its worse ratio is 2
     assert verdict["near_bayes"] is near and verdict["criterion_38"] is near and not verdict["holds"]
+
+
+def test_without_the_bayes_average_there_is_no_verdict_and_no_error(tmp_path):
+    predictors = {"model": build_baseline("ridge", lam=1.0)}
+    metrics = evaluate(MIXTURE, predictors, tmp_path, n_prompts=64, progress=False, model="model", bootstrap=10)
+    assert "selection" not in metrics and "effective_lam" in metrics["settings"]["component_0"]
