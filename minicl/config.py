@@ -148,6 +148,7 @@ class EvaluateSchema:
     task: Any = MISSING  # as TrainSchema.task
     baselines: dict[str, Any] = field(default_factory=dict)  # {label: {name: registered baseline, **params}}
     run: Optional[str] = None  # a run directory; its task replaces `task`
+    on_task: bool = False  # with run: prompts of `task` (as composed here) instead of the run's own
     n_prompts: int = 1280
     seed: int = 0
     device: str = "auto"

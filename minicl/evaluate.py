@@ -225,19 +225,30 @@ def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Baseline]:
     return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
 
 
+def other_task(task: dict, own: dict) -> dict:
+    """`task` to evaluate a run of task `own` on: its n_dims must be the run's; it takes the run's
+    curriculum (the prompt length the model reads) and no pool."""
+    if task.get("n_dims") != own["n_dims"]:
+        raise ValueError(f"the run reads {own['n_dims']} dims; task.n_dims={task.get('n_dims')} does not match")
+    return {**task, "curriculum": own["curriculum"], "num_tasks": None}
+
+
 def evaluate_run(
     run_dir: str | Path,
     baselines: dict | None = None,
     device: str = "auto",
     baselines_task: str | None = None,
     out_dir: str | Path | None = None,
+    task: dict | None = None,
     **kwargs,
 ) -> dict:
     """Evaluate a trained run (its model and its task's baselines) into run_dir/metrics.json and plots/
     (a shipped model, `pretrained:<name>`: into rundir.output_dir's), or into `out_dir`.
-    `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task."""
+    `baselines` replace the task's set; given with `baselines_task`, only if that is the run's task.
+    `task` (a task config of the run's n_dims): its prompts and baselines instead of the run's task's,
+    at the run's prompt length."""
     state = read_prompt_run(run_dir)
-    task_cfg = state["config"]["task"]
+    task_cfg = state["config"]["task"] if task is None else other_task(task, state["config"]["task"])
     model = model_from_state(state).to(resolve_device(device))
     predictors: dict[str, Predictor] = {model.config.arch: model}
     if baselines is None or baselines_task not in (None, task_cfg["name"]):
@@ -278,6 +289,10 @@ def main(cfg: DictConfig) -> None:
         command=command_line("minicl.evaluate"),
     )
     baselines = plain(cfg.baselines)
+    if cfg.run is not None and cfg.on_task:  # the run's model on cfg.task's prompts, with cfg.task's baselines
+        out_dir = HydraConfig.get().runtime.output_dir
+        evaluate_run(cfg.run, baselines, device=cfg.device, task=plain(cfg.task), out_dir=out_dir, **options)
+        return
     if cfg.run is not None:  # the composed baselines are for cfg.task: used only if that is the run's task
         evaluate_run(cfg.run, baselines, device=cfg.device, baselines_task=cfg.task.name, **options)
         return

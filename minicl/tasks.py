@@ -200,15 +200,30 @@ class SparseLinear(Linear):
 @register("noisy_linear")
 @dataclass
 class NoisyLinear(Linear):
-    """f(x) = x . w + eps, eps ~ N(0, noise_std^2) from the noise stream."""
+    """f(x) = x . w + eps, eps ~ N(0, noise_std^2) from the noise stream. With noise_max > 0 each
+    prompt's std is instead uniform in [0, noise_max], drawn with its w (Vladymyrov et al. 2024's
+    training distribution)."""
 
     noise_std: float = 1.0
+    noise_max: float = 0.0  # 0: every prompt's std is noise_std
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.noise_std < 0 or self.noise_max < 0:
+            raise ValueError(f"task.noise_std and task.noise_max must be >= 0, got {self.noise_std}, {self.noise_max}")
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        params = super().sample(gen, batch, n_active)
+        if self.noise_max > 0:
+            params["noise_std"] = self.noise_max * torch.rand(batch, generator=gen, device=gen.device)
+        return params
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
         ys = super().apply(params, xs)
         if noise_gen is None:
             raise ValueError("noisy_linear needs the noise generator")
-        return ys + self.noise_std * torch.randn(ys.shape, generator=noise_gen, device=noise_gen.device)
+        std = params["noise_std"].unsqueeze(-1) if "noise_std" in params else self.noise_std
+        return ys + std * torch.randn(ys.shape, generator=noise_gen, device=noise_gen.device)
 
     def mean(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
         return super().apply(params, xs)

@@ -7,6 +7,7 @@ import torch
 
 from minicl.baselines import build_baseline
 from minicl.compare import run_settings
+from minicl.config import plain
 from minicl.evaluate import evaluate_run
 from minicl.explore import run_sweep
 from minicl.rundir import read_run
@@ -90,7 +91,7 @@ def test_a_mixture_of_different_classes_and_a_finite_pool():
         (NOISY, [0, 0], "positive sum"),
         (NOISY, [1, 2, 3], "must be 2 non-negative numbers"),
         ([{"name": "cubic"}], None, "needs a name from"),
-        ([{"name": "noisy_linear", "noise": 1.0}], None, "takes \\['kappa', 'noise_std', 'w_scale'\\]"),
+        ([{"name": "noisy_linear", "noise": 1.0}], None, "takes \\['kappa', 'noise_max', 'noise_std', 'w_scale'\\]"),
         ([{"name": "linear", "n_dims": 3}], None, "n_dims is the mixture's"),
         ([{"name": "linear"}, {"name": "linear_classification"}], None, "must be regression tasks"),
     ],
@@ -117,3 +118,35 @@ def test_a_mixture_run_is_evaluated_whole_and_per_component(tiny_cfg, tmp_path):
     sweep = run_sweep(tmp_path, "x_scale", values=[1.0, 2.0], n_prompts=16)
     assert [len(r["components"]) for r in sweep["results"]] == [2, 2]
     assert run_settings(read_run(tmp_path)["config"]) == ["standard", "component_0", "component_1"]
+
+
+@pytest.mark.parametrize("noise_max", [0.0, 2.0])
+def test_noise_max_draws_each_prompts_noise_std_uniformly(noise_max):
+    task = build_task("noisy_linear", n_dims=5, noise_std=0.5, noise_max=noise_max)
+    gen, noise_gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+    params = task.sample(gen, 4000, 5)
+    xs = torch.randn(4000, 200, 5, generator=gen)
+    residual_std = (task.apply(params, xs, noise_gen) - task.mean(params, xs)).std(1)
+    if noise_max == 0:
+        assert "noise_std" not in params and residual_std.mean().item() == pytest.approx(0.5, rel=0.01)
+        return
+    drawn = params["noise_std"]
+    assert 0 <= drawn.min() and drawn.max() <= noise_max and drawn.mean().item() == pytest.approx(1.0, abs=0.05)
+    assert torch.corrcoef(torch.stack((residual_std, drawn)))[0, 1] > 0.99  # each prompt carries its own std
+    assert (residual_std / drawn).mean().item() == pytest.approx(1.0, abs=0.01)
+    assert np.histogram(drawn.numpy(), bins=4, range=(0, noise_max))[0].min() > 900  # uniform
+    with pytest.raises(ValueError, match="noise_max must be >= 0"):
+        build_task("noisy_linear", n_dims=5, noise_max=-1.0)
+
+
+def test_a_run_is_evaluated_on_another_task_of_its_dims(tiny_cfg, tmp_path):
+    train(tiny_cfg("task=noisy_linear", "task.noise_max=2", "trainer.steps=4"), tmp_path / "run")
+    mixture = plain(tiny_cfg("task=mixture").task)
+    metrics = evaluate_run(
+        tmp_path / "run", task=mixture, out_dir=tmp_path / "on", n_prompts=32, bootstrap=10, progress=False
+    )
+    assert list(metrics["settings"]) == ["standard", "component_0", "component_1"] and metrics["n_points"] == 11
+    assert metrics["selection"]["model"] == "transformer" and (tmp_path / "on" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "metrics.json").exists()  # the run's own evaluation is not overwritten
+    with pytest.raises(ValueError, match="reads 5 dims; task.n_dims=8"):
+        evaluate_run(tmp_path / "run", task=mixture | {"n_dims": 8}, out_dir=tmp_path / "x", progress=False)
