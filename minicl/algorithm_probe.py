@@ -39,7 +39,7 @@ from minicl.baselines import (
     prefix_gram,
     prefix_problems,
 )
-from minicl.common import write_json
+from minicl.common import bootstrap_counts, write_json
 from minicl.config import task_from_config
 from minicl.model import LSA, PromptModel, Transformer
 from minicl.plots import algorithms_figure
@@ -141,13 +141,6 @@ def y_readouts(fit: list[torch.Tensor], fit_ys: torch.Tensor, test: list[torch.T
     return [readouts(f.transpose(0, 1), ys, t.transpose(0, 1)).squeeze(-1).T for f, t in zip(fit, test)]
 
 
-def bootstrap_counts(n: int, seed: int) -> torch.Tensor:
-    """(BOOTSTRAP, n) float64: how often each of n prompts is drawn in each resample."""
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randint(n, (BOOTSTRAP, n), generator=gen)
-    return torch.zeros(BOOTSTRAP, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(BOOTSTRAP, n).double())
-
-
 def band(samples: torch.Tensor) -> list[float]:
     """The 5-95% range of bootstrap samples."""
     return torch.quantile(samples, torch.tensor([0.05, 0.95], dtype=samples.dtype)).tolist()
@@ -221,7 +214,7 @@ def probe_setting(
     algorithms, fitted = algorithm_predictions(test, lrs), algorithm_predictions(fit, lrs)
     with torch.no_grad():
         output = model(test.xs, test.ys).double()
-    counts = bootstrap_counts(n_prompts, seed)
+    counts = bootstrap_counts(n_prompts, seed, BOOTSTRAP)
     at_k = {n: a[:, k] for n, a in algorithms.items()}
     targets, norm = test.targets.double(), task.normaliser
 

@@ -114,3 +114,10 @@ def write_json(path: Path, obj) -> None:
     """obj as indented JSON, atomically."""
     with atomic(path, "w") as f:
         f.write(json.dumps(obj, indent=1) + "\n")
+
+
+def bootstrap_counts(n: int, seed: int, resamples: int = 1000) -> torch.Tensor:
+    """(resamples, n) float64: how often each of n prompts is drawn in each bootstrap resample."""
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(n, (resamples, n), generator=gen)
+    return torch.zeros(resamples, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(resamples, n).double())

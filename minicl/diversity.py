@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from minicl.algorithm_probe import band, bootstrap_counts
-from minicl.common import predict_in_batches, write_json
+from minicl.algorithm_probe import band
+from minicl.common import bootstrap_counts, predict_in_batches, write_json
 from minicl.config import task_from_config
 from minicl.evaluate import pool_baselines
 from minicl.mechanism import runs_in

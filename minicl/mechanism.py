@@ -24,14 +24,13 @@ from minicl.algorithm_probe import (
     algorithm_predictions,
     band,
     best_gd_lrs,
-    bootstrap_counts,
     family,
     probe_setting,
     split,
 )
 from minicl.algorithms import gd_lsa
 from minicl.baselines import build_baseline
-from minicl.common import write_json
+from minicl.common import bootstrap_counts, write_json
 from minicl.config import task_from_config
 from minicl.plots import dynamics_figure
 from minicl.rundir import model_from_state, read_prompt_run, read_run, stamp

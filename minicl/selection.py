@@ -11,6 +11,7 @@ verdict to metrics.json; docs/render.py only shows them.
 import torch
 
 from minicl.baselines import NOISELESS_STD, prefix_cross, prefix_gram
+from minicl.common import bootstrap_counts
 from minicl.tasks import Linear, Mixture, NoisyLinear, Task
 
 EFFECTIVE_LAMS = torch.logspace(-3, 2, 101, dtype=torch.float64)  # 1e-3 .. 100, twenty a decade
@@ -38,13 +39,6 @@ def ridge_path(xs: torch.Tensor, ys: torch.Tensor, k: int, lams: torch.Tensor = 
     return (query * along / (s + lams[:, None, None])).sum(-1)
 
 
-def resample_counts(n: int, seed: int) -> torch.Tensor:
-    """(BOOTSTRAP, n) float64: how often each of n prompts is drawn in each resample."""
-    gen = torch.Generator().manual_seed(seed)
-    picks = torch.randint(n, (BOOTSTRAP, n), generator=gen)
-    return torch.zeros(BOOTSTRAP, n, dtype=torch.float64).scatter_add_(1, picks, torch.ones(BOOTSTRAP, n).double())
-
-
 def effective_lam(preds: torch.Tensor, path: torch.Tensor, counts: torch.Tensor) -> dict:
     """The lam of EFFECTIVE_LAMS whose ridge predictions (path, (L, B)) are closest in mean squared
     distance to `preds` (B,), the 5-95% range of that argmin over the bootstrap resamples `counts`
@@ -61,7 +55,7 @@ def effective_lam(preds: torch.Tensor, path: torch.Tensor, counts: torch.Tensor)
 def effective_lams(xs: torch.Tensor, ys: torch.Tensor, k: int, preds: dict[str, torch.Tensor], seed: int) -> dict:
     """{label: effective_lam} at k for each predictor's predictions (B, N) on the prompts xs, ys,
     all on the same bootstrap resamples of the prompts."""
-    path, counts = ridge_path(xs, ys, k), resample_counts(xs.shape[0], seed)
+    path, counts = ridge_path(xs, ys, k), bootstrap_counts(xs.shape[0], seed, BOOTSTRAP)
     return {label: effective_lam(p[:, k], path, counts) for label, p in preds.items()}
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minicl import diversity
-from minicl.algorithm_probe import bootstrap_counts
+from minicl.common import bootstrap_counts
 from minicl.train import train
 
 
