@@ -407,10 +407,13 @@ def dynamics_table(data: dict) -> str:
     rows = [
         [step, *(f"{a[step]['error']:.3f}, {a[step]['verdict']}" if step in a else "-" for a in at)] for step in steps
     ]
+
+    def since(step: int | None, what: str) -> str:
+        return f"{what} from step {step}" if step else f"never {what}"
+
     lines = [
-        f"`{r['run']}`: GD-like from step {r['first_gd'] or '- (never)'}, least-squares-like from step "
-        f"{r['first_least_squares'] or '- (never)'}: GD-like before least-squares-like "
-        f"**{'holds' if r['gd_before_least_squares'] else 'does not hold'}**"
+        f"`{r['run']}`: {since(r['first_gd'], 'GD-like')}, {since(r['first_least_squares'], 'least-squares-like')}: "
+        f"GD-like before least-squares-like **{'holds' if r['gd_before_least_squares'] else 'does not hold'}**"
         for r in runs
     ]
     held, total = data["holds_on"]
