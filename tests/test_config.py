@@ -45,7 +45,9 @@ OWN_TASK = {
     "linear_d20": "linear",
     "linear_deep": "linear",
     "lsa_gd": "linear",
+    "quick_last": "linear",  # its dims curriculum from 2 refuses sparse_linear's sparsity 3, as claim_linear's
     "noise_mixture": "mixture",
+    "lsa_noise_mixture": "mixture",
     "linear_relu_mixture": "mixture",
     "tables": "tables",
     "tables_base": "tables",
