@@ -71,7 +71,7 @@ def learning_rate(tr, step: int) -> float:
     return tr.lr
 
 
-PLATEAU = 0.9  # a model whose error at k is at least this share of predicting 0's never left the plateau
+PLATEAU = (0.9, 1.1)  # a model whose error at k is within these shares of predicting 0's never left the plateau
 
 
 def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.device, run_dir: Path) -> dict:
@@ -90,15 +90,22 @@ def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
         report["zero"] = pointwise_metric(task, torch.zeros_like(ys), ys)[:, k].mean().item()
-        report["plateau"] = report[model.config.arch] >= PLATEAU * report["zero"]
+        share = report[model.config.arch] / report["zero"]
+        report["plateau"], report["worse_than_zero"] = PLATEAU[0] <= share <= PLATEAU[1], share > PLATEAU[1]
     write_json(run_dir / "final_eval.json", report)
     metric = "accuracy" if task.classification else "normalised squared error"
-    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name not in ("k", "plateau"))
+    line = ", ".join(f"{name} {report[name]:.4f}" for name in report if name not in ("k", "plateau", "worse_than_zero"))
     print(f"{metric} at k={k} in-context examples ({cfg.trainer.eval_prompts} fresh prompts): {line}")
     if report.get("plateau"):
         print(
-            f"the model stayed on the plateau: its error is at least {PLATEAU:g} of predicting 0's, the labels' "
-            "spread (final_eval.json: plateau true); a longer warm-up, a dims curriculum or another seed may leave it"
+            f"the model stayed on the plateau: its error is {PLATEAU[0]:g} to {PLATEAU[1]:g} of predicting 0's, the "
+            "labels' spread (final_eval.json: plateau true); a longer warm-up, a dims curriculum or another seed "
+            "may leave it"
+        )
+    if report.get("worse_than_zero"):
+        print(
+            f"the model is worse than predicting 0 (more than {PLATEAU[1]:g} of its error; final_eval.json: "
+            "worse_than_zero true)"
         )
     return report
 

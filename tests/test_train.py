@@ -162,10 +162,15 @@ def test_a_resumed_cosine_run_matches_one_run_and_keeps_its_length(tiny_cfg, tmp
 def test_the_final_report_says_whether_the_model_left_the_plateau(tiny_cfg, tmp_path, capsys):
     train(tiny_cfg(), tmp_path / "fresh")  # six steps from random weights: about predicting 0
     fresh = json.loads((tmp_path / "fresh" / "final_eval.json").read_text())
-    assert fresh["plateau"] is True and fresh["transformer"] >= 0.9 * fresh["zero"] > 0.5
+    assert fresh["plateau"] is True and 1.1 * fresh["zero"] >= fresh["transformer"] >= 0.9 * fresh["zero"] > 0.5
+    assert fresh["worse_than_zero"] is False
     assert "stayed on the plateau" in capsys.readouterr().out
     points = ("task.curriculum.points.start=21", "task.curriculum.points.end=21", "model.n_positions=21")
     train(tiny_cfg(*points, "trainer.init=pretrained:quick", "trainer.lr=1e-9"), tmp_path / "trained")
     trained = json.loads((tmp_path / "trained" / "final_eval.json").read_text())
     assert trained["plateau"] is False and trained["transformer"] < 0.2 * trained["zero"]
     assert "plateau" not in capsys.readouterr().out
+    train(tiny_cfg(*points, "trainer.init=pretrained:quick", "trainer.lr=1"), tmp_path / "wrong")
+    wrong = json.loads((tmp_path / "wrong" / "final_eval.json").read_text())  # six steps of lr 1 wreck it
+    assert wrong["worse_than_zero"] is True and wrong["plateau"] is False
+    assert "worse than predicting 0" in capsys.readouterr().out
