@@ -21,10 +21,11 @@ import torch
 from minicl.algorithm_probe import band
 from minicl.common import bootstrap_counts, predict_in_batches, write_json
 from minicl.config import task_from_config
-from minicl.evaluate import pool_baselines
+from minicl.evaluate import fresh_ridge, pool_baselines
 from minicl.mechanism import runs_in
 from minicl.rundir import model_from_state, read_prompt_run, stamp
 from minicl.settings import setting_prompts
+from minicl.tasks import Linear
 
 
 def closeness(preds: torch.Tensor, dmmse: torch.Tensor, ridge: torch.Tensor, counts: torch.Tensor) -> dict:
@@ -72,11 +73,9 @@ def measure(run: str, n_prompts: int, seed: int) -> dict:
     task_cfg, trainer = state["config"]["task"], state["config"]["trainer"]
     task, model = task_from_config(task_cfg), model_from_state(state)
     n_points, num_tasks = task_cfg["curriculum"]["points"]["end"], task_cfg.get("num_tasks")
-    baselines = pool_baselines(task_cfg | {"num_tasks": num_tasks or 1}, trainer["seed"])
-    if not num_tasks:  # fresh tasks: ridge alone
-        baselines.pop("dmmse", None)
-    if "ridge" not in baselines:
+    if not isinstance(task, Linear) or not task.linear_pool:
         raise ValueError(f"{run}: python -m minicl.diversity reads runs of linear tasks, not task={task_cfg['name']}")
+    baselines = pool_baselines(task_cfg, trainer["seed"]) if num_tasks else {"ridge": fresh_ridge(task)}
     ks = [min(k, n_points - 1) for k in (task.n_dims, 2 * task.n_dims)]
     out: dict = {"run": run, "num_tasks": num_tasks, "seed": trainer["seed"], "ks": ks}
     pool = {"noise_std": task_cfg.get("noise_std", 1.0), "num_tasks": num_tasks, "pool_seed": trainer["seed"]}

@@ -220,9 +220,14 @@ def pool_baselines(task_cfg: dict, pool_seed: int) -> dict[str, Baseline]:
     assert isinstance(task, Linear)  # linear_pool: f(x) = x . w
     sampler = PromptSampler(task, 1, make_generators(0), num_tasks=task_cfg["num_tasks"], pool_seed=pool_seed)
     assert sampler.function_pool is not None  # num_tasks draws a pool
-    pool = sampler.function_pool["w"]
     noise_std = task.noise_std if isinstance(task, NoisyLinear) else NOISELESS_STD
-    return {"dmmse": DMMSE(pool, noise_std), "ridge": Ridge(lam=noise_std**2 / task.w_scale**2)}
+    return {"dmmse": DMMSE(sampler.function_pool["w"], noise_std), "ridge": fresh_ridge(task)}
+
+
+def fresh_ridge(task: Linear) -> Ridge:
+    """Ridge at lam = noise_std^2 / w_scale^2: Bayes-optimal for fresh Gaussian tasks of a linear class."""
+    noise_std = task.noise_std if isinstance(task, NoisyLinear) else NOISELESS_STD
+    return Ridge(lam=noise_std**2 / task.w_scale**2)
 
 
 def other_task(task: dict, own: dict) -> dict:

@@ -20,11 +20,12 @@ RATIO = 10  # the effective-lam ratio between the noisiest and the cleanest comp
 
 
 def noise_levels(task: Task) -> list[float] | None:
-    """A mixture whose every component is linear with w ~ N(0, I): each component's label noise
-    std (NOISELESS_STD for none), in component order; any other task: None."""
+    """A mixture whose every component is linear with w ~ N(0, I) and one noise level: each
+    component's label noise std (NOISELESS_STD for none), in component order; any other task: None."""
     if not isinstance(task, Mixture):
         return None
-    if not all(type(part) in (Linear, NoisyLinear) and getattr(part, "w_scale", 0) == 1 for part in task.parts):
+    linear = [type(part) in (Linear, NoisyLinear) and getattr(part, "w_scale", 0) == 1 for part in task.parts]
+    if not all(linear) or any(getattr(part, "noise_max", 0) > 0 for part in task.parts):  # a range: no one level
         return None
     return [getattr(part, "noise_std", NOISELESS_STD) for part in task.parts]
 

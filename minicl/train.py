@@ -90,7 +90,7 @@ def final_report(model: PromptModel, task: Task, cfg: DictConfig, device: torch.
     if not task.classification:
         report["least_squares"] = pointwise_metric(task, LeastSquares()(xs, ys), ys)[:, k].mean().item()
         report["zero"] = pointwise_metric(task, torch.zeros_like(ys), ys)[:, k].mean().item()
-        share = report[model.config.arch] / report["zero"]
+        share = report[model.config.arch] / max(report["zero"], 1e-12)
         report["plateau"], report["worse_than_zero"] = PLATEAU[0] <= share <= PLATEAU[1], share > PLATEAU[1]
     write_json(run_dir / "final_eval.json", report)
     metric = "accuracy" if task.classification else "normalised squared error"

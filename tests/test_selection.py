@@ -127,3 +127,11 @@ def test_without_the_bayes_average_there_is_no_verdict_and_no_error(tmp_path):
     predictors = {"model": build_baseline("ridge", lam=1.0)}
     metrics = evaluate(MIXTURE, predictors, tmp_path, n_prompts=64, progress=False, model="model", bootstrap=10)
     assert "selection" not in metrics and "effective_lam" in metrics["settings"]["component_0"]
+
+
+def test_a_component_with_a_range_of_noise_levels_has_no_single_level():
+    from minicl.selection import noise_levels
+
+    parts = [{"name": "noisy_linear", "noise_std": 0.1}, {"name": "noisy_linear", "noise_max": 2.0}]
+    assert noise_levels(build_task("mixture", n_dims=5, components=parts)) is None
+    assert noise_levels(build_task("mixture", n_dims=5, components=MIXTURE["components"])) == [0.1, 2.0]
