@@ -533,6 +533,57 @@ class KNN(Baseline):
         return (picked.sum(-1) / valid.sum(-1).clamp(min=1)).to(xs.dtype)
 
 
+def gf2_reduce(basis: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """v (B, D + 1) of 0/1 bits reduced over GF(2) by `basis` (B, D, D + 1), whose row p is 0 or has
+    its first 1 at column p: afterwards v is 0 in every column that has a row."""
+    v = v.clone()
+    for p in range(basis.shape[1]):
+        v ^= basis[:, p] * v[:, p : p + 1]
+    return v
+
+
+@register("gaussian_elimination")
+@dataclass
+class GaussianElimination(Baseline):
+    """For +-1 inputs and a parity label y = prod of x over a hidden set S: over GF(2) (bit 1 for -1)
+    each pair is a linear equation on S's indicator. Position i predicts the query's label when every
+    parity consistent with the pairs before it agrees on the query (its bits lie in their row space),
+    and 0, a fair guess, when they do not or when no parity fits the pairs. It does not use |S|."""
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        (B, N, D), bit = xs.shape, lambda t: (t < 0).to(torch.uint8)
+        basis = torch.zeros(B, D, D + 1, dtype=torch.uint8, device=xs.device)
+        preds, rows = [], torch.arange(B, device=xs.device)
+        contradicted = torch.zeros(B, dtype=torch.bool, device=xs.device)
+        for i in range(N):
+            q = gf2_reduce(basis, torch.cat((bit(queries[:, i]), bit(torch.ones_like(ys[:, i : i + 1]))), 1))
+            determined = (q[:, :D].sum(1) == 0) & ~contradicted  # the query's bits are a sum of earlier x's
+            preds.append(torch.where(determined, 1.0 - 2.0 * q[:, D], 0.0))  # ... and its label their labels'
+            v = gf2_reduce(basis, torch.cat((bit(xs[:, i]), bit(ys[:, i : i + 1])), 1))
+            new = (v[:, :D] != 0).any(1)
+            contradicted |= ~new & (v[:, D] == 1)  # 0 = 1: no parity fits the pairs
+            pivot = v[:, :D].argmax(1)  # the first 1 of a new row (argmax takes the first maximum)
+            basis[rows[new], pivot[new]] = v[new]
+        return torch.stack(preds, 1).to(xs.dtype)
+
+
+@register("lookup")
+@dataclass
+class Lookup(Baseline):
+    """Exact lookup: the label of an earlier x equal to the query (the latest, to 1e-6 relative), 0
+    (the values' mean) when the query's x has not appeared yet."""
+
+    def predict(self, xs: torch.Tensor, ys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        N = xs.shape[1]
+        dist = torch.cdist(queries.double(), xs.double())  # (B, N queries, N points)
+        scale = 1e-6 * (1 + queries.double().norm(dim=-1, keepdim=True))
+        earlier = torch.ones(N, N, dtype=torch.bool, device=xs.device).tril(-1)  # point j < query i
+        match = (dist <= scale) & earlier
+        latest = (match * torch.arange(1, N + 1, device=xs.device)).argmax(-1)  # 0 where none matches
+        found = match.any(-1)
+        return torch.where(found, ys.gather(1, latest), 0.0).to(xs.dtype)
+
+
 def lasso_path(gram: torch.Tensor, cross: torch.Tensor, alpha: float, max_events: int | None = None) -> torch.Tensor:
     """Exact solutions of min 1/2 w^T G w - c^T w + alpha ||w||_1 for a batch of problems ((M, D, D),
     (M, D)) by the LARS-Lasso homotopy, all problems stepping together: start at w = 0 with

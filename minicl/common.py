@@ -76,9 +76,10 @@ def predict_in_batches(predictor: Predictor, xs, ys, queries=None, batch_size: i
 def pointwise_metric(
     task: Task, preds: torch.Tensor, ys: torch.Tensor, normaliser: float | None = None
 ) -> torch.Tensor:
-    """(B, N): squared error over the normaliser (the task's by default), or 0/1 accuracy for classification."""
+    """(B, N): squared error over the normaliser (the task's by default), or accuracy for classification:
+    1 for the label's sign, 0 for the other, 0.5 for a prediction of 0 (a fair coin's expected score)."""
     if task.classification:
-        return (torch.sign(preds) == ys).float()
+        return (torch.sign(preds) * ys + 1).float() / 2
     return (preds.float() - ys.float()) ** 2 / (normaliser or task.normaliser)
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from minicl.kernels import attend, gelu
 
-Arch = Literal["transformer", "linear_attention", "lstm", "mamba", "lsa"]  # the keys of MODELS
+Arch = Literal["transformer", "linear_attention", "lstm", "mamba", "mambaformer", "lsa"]  # the keys of MODELS
 PosEmb = Literal["learned", "rope", "none"]
 Mask = Literal["causal", "prefix"]
 PREFIX_ARCHS = ("transformer", "lsa")  # the architectures that take mask="prefix"
@@ -497,6 +497,29 @@ class Mamba(RecurrentModel):
         return h
 
 
+class MambaFormer(RecurrentModel):
+    """Park et al. 2024's hybrid, with no positions: a Mamba block first (in place of the position
+    embedding), then n_layer layers of causal softmax attention (pre-LayerNorm, residual), each
+    followed by a Mamba block in place of the MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.read_in = nn.Linear(config.n_dims, config.n_embd)
+        self.first = MambaBlock(config)
+        self.ln = nn.ModuleList(nn.LayerNorm(config.n_embd, eps=1e-5) for _ in range(config.n_layer))
+        self.attn = nn.ModuleList(CausalSelfAttention(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(MambaBlock(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=1e-5)
+        self.read_out = nn.Linear(config.n_embd, 1)
+
+    def mix(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.first(h)
+        for ln, attn, block in zip(self.ln, self.attn, self.h):
+            h = block(h + attn(ln(h), None, None))
+        return h
+
+
 class LinearSelfAttention(nn.Module):
     """One layer of linear self-attention (von Oswald et al. 2023) over tokens e = (x, y) of width
     D + 1: no softmax, MLP or LayerNorm. A token e attends to the tokens m it may see with
@@ -580,7 +603,14 @@ class LSA(PromptModel):
         return -self.through_layers(context, h, sees, torch.ones(M, N, dtype=torch.bool, device=xs.device))[-1][..., -1]
 
 
-MODELS = {"transformer": Transformer, "linear_attention": Transformer, "lstm": LSTM, "mamba": Mamba, "lsa": LSA}
+MODELS = {
+    "transformer": Transformer,
+    "linear_attention": Transformer,
+    "lstm": LSTM,
+    "mamba": Mamba,
+    "mambaformer": MambaFormer,
+    "lsa": LSA,
+}
 
 
 def build_model(config: ModelConfig) -> PromptModel:

@@ -36,6 +36,9 @@ COLORS = {  # one colour per model in every figure, so that a colour means the s
     "linear_attention": "#8c6d31",
     "lstm": "#637939",
     "mamba": "#843c39",
+    "mambaformer": "#ad494a",
+    "gaussian_elimination": "#17becf",
+    "lookup": "#bcbd22",
 }
 RUN_COLORS = ["#1f77b4", "#0b1f4d", "#56b4e9", "#8c6d31", "#637939", "#843c39", "#7f7f7f"]  # runs or seeds side by side
 

@@ -384,16 +384,21 @@ def training_seconds(run_dir: Path) -> float:
     return seconds
 
 
-def git_commit() -> str | None:
-    """The commit of minicl's source checkout, marked -dirty when its code or configs (minicl/, conf/)
-    have uncommitted changes (docs and results do not count); None when installed."""
+RESULT_SOURCES = ("minicl", "conf", "examples", "docs/render.py")  # what writes a result, in the checkout
+
+
+def git_commit(root: Path | None = None) -> str | None:
+    """The commit of minicl's source checkout (or of `root`), marked -dirty when anything that writes a
+    result has uncommitted changes (RESULT_SOURCES; docs and results themselves do not count); None
+    when installed."""
+    root = Path(__file__).parent.parent if root is None else root
 
     def git(*args):
-        out = subprocess.run(["git", "-C", str(Path(__file__).parent), *args], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", "../conf")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *RESULT_SOURCES)
     return commit and commit + ("-dirty" if changed else "")
 
 

@@ -17,6 +17,7 @@ from minicl.tasks import (
     TASKS,
     Linear,
     PromptSampler,
+    SparseParity,
     Task,
     build_task,
     ill_conditioned_transforms,
@@ -132,6 +133,7 @@ def default_settings(task: Task, pooled: bool = False) -> list[str]:
         "scales": [f"scale_{axis}_{s}" for axis in ("x", "y") for s in SCALES],
         "noisy_linear": ["noisy_linear"],
         "linear": ["linear"],
+        "parity": ["bits_0.25", "flip_0.1"],
         "components": [f"component_{i}" for i in range(len(getattr(task, "parts", ())))],  # a mixture's
     }
     first = ["standard", "pool_tasks"] if pooled else ["standard"]
@@ -303,3 +305,24 @@ def dims(d: Draw, n_active: float) -> Prompts:
         raise ValueError(f"the dims setting takes at most the task's {d.task.n_dims} dims, got {n_active}")
     params = d.functions(n_active=n_active)
     return d.labelled(params, d.inputs(n_active=n_active))
+
+
+@family("bits", 0)
+def bits(d: Draw, p: float) -> Prompts:
+    """sparse_parity's bits with P(x_i = +1) = p (0.5 in training)."""
+    if not isinstance(d.task, SparseParity):
+        raise ValueError(f"the bits setting biases the bits of sparse_parity, not of {d.task.name!r}")
+    task = replace(d.task, bias=p)
+    return d.labelled(d.functions(task), d.inputs(), task=task)
+
+
+@family("flip", 0, inclusive=True)
+def flip(d: Draw, p: float) -> Prompts:
+    """+-1 labels each flipped with probability p in the context; judged on the true labels."""
+    if not d.task.classification or not p < 0.5:
+        raise ValueError(
+            f"the flip setting flips +-1 labels with a probability below 0.5, got {p:g} for {d.task.name!r}"
+        )
+    p0 = standard(d)
+    flips = torch.rand(p0.ys.shape, generator=d.gens["noise"], device=p0.ys.device) < p
+    return Prompts(p0.xs, torch.where(flips, -p0.ys, p0.ys), None, p0.ys, p0.task, p0.ys)

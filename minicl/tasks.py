@@ -316,6 +316,82 @@ class DecisionTree(Task):
         return 1.0
 
 
+@register("sparse_parity")
+@dataclass
+class SparseParity(Task):
+    """x uniform on {-1, +1}^n_dims (P(x_i = +1) = `bias`; coordinates past the active dims 0), y the
+    product of x over `k` coordinates drawn uniformly from the active dims per prompt (Bhattamishra
+    et al. 2024; Park et al. 2024 use n = 10, k = 2). Labels +-1: the logistic loss in training,
+    accuracy in evaluation. The bits are the Gaussian inputs thresholded, x_i = +1 iff z_i > t."""
+
+    k: int = 2
+    bias: float = 0.5
+    classification = True
+    settings = ("parity",)
+
+    def __post_init__(self):
+        if not 0 < self.k <= self.n_dims:
+            raise ValueError(f"task.k={self.k} must be in 1..n_dims={self.n_dims}")
+        if not 0 < self.bias < 1:
+            raise ValueError(f"task.bias (P(x_i = +1)) must be in (0, 1), got {self.bias!r}")
+
+    def check_active_dims(self, n_active: int) -> None:
+        if self.k > n_active:
+            raise ValueError(f"task.k={self.k} is above the {n_active} active dims the curriculum starts with")
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        self.check_active_dims(n_active)
+        support = torch.rand(batch, n_active, generator=gen, device=gen.device).argsort(dim=1)[:, : self.k]
+        mask = torch.zeros(batch, self.n_dims, device=gen.device).scatter_(1, support, 1.0)
+        return {"support": mask}
+
+    def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        threshold = math.sqrt(2) * torch.erfinv(torch.tensor(1 - 2 * self.bias)).item()  # P(z > t) = bias
+        return torch.where(xs > threshold, 1.0, -1.0).to(xs) * (xs != 0)
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        support = params["support"].to(xs).unsqueeze(1).bool()  # (B, 1, D)
+        return torch.where(support, xs, 1.0).prod(-1)
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0
+
+
+@register("retrieval")
+@dataclass
+class Retrieval(Task):
+    """A lookup table: `keys` random keys in R^n_dims (N(0, I) over the active dims), each with a
+    value ~ N(0, 1), fresh per prompt. Each x is one of the keys, drawn uniformly with repeats from
+    the inputs stream (key floor(keys * Phi(z_1))), and y is its value: a query is answered exactly
+    once its key has appeared earlier in the prompt, and by the values' mean 0 before."""
+
+    keys: int = 16
+
+    def __post_init__(self):
+        if self.keys < 1:
+            raise ValueError(f"task.keys must be >= 1, got {self.keys!r}")
+
+    def sample(self, gen: torch.Generator, batch: int, n_active: int) -> Params:
+        table = _randn(gen, batch, self.keys, self.n_dims)
+        table[..., n_active:] = 0
+        return {"table": table, "values": _randn(gen, batch, self.keys)}
+
+    def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
+        uniform = 0.5 * (1 + torch.erf(xs[..., 0].double() / math.sqrt(2)))
+        index = (uniform * self.keys).long().clamp(max=self.keys - 1)  # (B, N)
+        table = params["table"].to(xs)
+        return table.gather(1, index.unsqueeze(-1).expand(-1, -1, table.shape[-1]))
+
+    def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
+        index = torch.cdist(xs.double(), params["table"].double()).argmin(-1)  # the key each x is
+        return params["values"].to(xs).gather(1, index)
+
+    @property
+    def normaliser(self) -> float:
+        return 1.0
+
+
 @register("mixture")
 @dataclass
 class Mixture(Task):

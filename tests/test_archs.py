@@ -145,7 +145,8 @@ def test_bf16_steps_track_fp32_steps(arch):
 
 
 @pytest.mark.parametrize(
-    "arch, breaks_at", [("linear_attention", None), ("lstm", "LSTM"), ("mamba", "disable"), ("lsa", None)]
+    "arch, breaks_at",
+    [("linear_attention", None), ("lstm", "LSTM"), ("mamba", "disable"), ("mambaformer", "disable"), ("lsa", None)],
 )
 def test_compile_traces_each_architecture(arch, breaks_at):
     """torch.compile (CUDA's default) takes each: linear attention in one graph, the LSTM around

@@ -16,6 +16,7 @@ ARCH_CASES = [  # every architecture, the transformer with each position embeddi
     ("learned", "linear_attention"),
     ("none", "lstm"),
     ("none", "mamba"),
+    ("none", "mambaformer"),
     ("none", "lsa"),
 ]
 

@@ -119,7 +119,9 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tiny_cfg, tmp_path
     assert not list(tmp_path.glob("*.tmp"))
 
 
-@pytest.mark.parametrize("arch", ["transformer", *(pytest.param(a, marks=pytest.mark.slow) for a in ("lstm", "mamba"))])
+@pytest.mark.parametrize(
+    "arch", ["transformer", *(pytest.param(a, marks=pytest.mark.slow) for a in ("lstm", "mamba", "mambaformer"))]
+)
 def test_torchrun_two_processes_match_one_and_resume(tmp_path, arch):
     overrides = [f"model.arch={arch}", "trainer.log_every=1", "trainer.checkpoint_every=3"]
     if arch != "transformer":  # the recurrent ones are slower per step: a narrower model

@@ -94,8 +94,10 @@ def test_bad_task_parameters():
         task.sample(make_generators(0)["functions"], 2, 3)
 
 
-def test_all_seven_classes_the_mixture_and_the_tables_prior_registered():
+def test_every_class_the_mixture_and_the_tables_prior_registered():
     assert set(TASKS) == {
+        "sparse_parity",
+        "retrieval",
         "mixture",
         "tables",
         "linear",

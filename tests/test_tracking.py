@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -57,3 +58,24 @@ def test_a_missing_extra_is_named_and_the_logger_is_not_part_of_the_run(tiny_cfg
     with pytest.raises(ConfigCompositionException, match="logger.name=mlflow"):
         tiny_cfg("logger.name=mlflow")
     train(tiny_cfg(), tmp_path)  # the failed start left a resumable run; the logger does not change it
+
+
+def test_a_result_is_dirty_when_anything_that_writes_one_has_changed(tmp_path):
+    """git_commit marks -dirty for uncommitted edits to minicl/, conf/, examples/ or docs/render.py
+    (examples/real_data.py writes the README's tables), not for docs or results."""
+    from minicl.rundir import git_commit
+
+    files = ["minicl/a.py", "conf/a.yaml", "examples/real_data.py", "docs/render.py", "docs/a.md", "README.md"]
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "0")
+    assert not git_commit(tmp_path).endswith("-dirty")
+    for name in files:
+        (tmp_path / name).write_text("1\n")
+        writes_results = name.startswith(("minicl/", "conf/", "examples/")) or name == "docs/render.py"
+        assert git_commit(tmp_path).endswith("-dirty") == writes_results, name
+        git("checkout", "-q", "--", name)
