@@ -231,3 +231,24 @@ def test_the_correlated_features_diagnostic_whitens_the_context(tmp_path, monkey
     assert np.allclose(reg.predict(queries), plain)
     assert diagnostic.smallest_singular(Z) == pytest.approx(1.0)
     assert diagnostic.smallest_singular(np.column_stack([X[:, 0], 2 * X[:, 0]])) < 1e-6
+
+
+def test_a_column_constant_up_to_rounding_in_the_context_is_dropped():
+    """Spread 1e-10 in the context, 0.1 in the queries: scaled by its context spread it would reach
+    1e9 and saturate the model; dropped, the shipped regressor's predictions stay within the range
+    of RidgeCV's and are those it makes without the column."""
+    from sklearn.linear_model import RidgeCV
+
+    rng = np.random.default_rng(0)
+    X, Xq = rng.standard_normal((30, 3)), rng.standard_normal((20, 3))
+    y = X @ [1.0, -2.0, 0.5] + 0.1 * rng.standard_normal(30)
+    col, colq = 5 + 1e-10 * rng.standard_normal((30, 1)), 5 + 0.1 * rng.standard_normal((20, 1))
+    reg = ICLRegressor("pretrained:tables", n_estimators=1)
+    with_col = reg.fit(np.hstack((X, col)), y).predict(np.hstack((Xq, colq)))
+    without = reg.fit(np.hstack((X, np.zeros((30, 1)))), y).predict(np.hstack((Xq, np.zeros((20, 1)))))
+    ridge = RidgeCV().fit(X, y).predict(Xq)
+    margin = y.std()
+    assert ridge.min() - margin <= with_col.min() and with_col.max() <= ridge.max() + margin
+    np.testing.assert_allclose(with_col, without, atol=1e-5)
+    xs = torch.tensor(np.vstack((np.hstack((X, col)), np.hstack((Xq, colq)))))[None]
+    assert (standardize(xs, torch.zeros(1, 50, dtype=torch.float64), 30)[0][0, :, 3] == 0).all()
