@@ -10,7 +10,8 @@ import torch
 from omegaconf import OmegaConf
 
 from minicl.common import save_atomic, write_json
-from minicl.reproduce import CLAIMS, evaluated, training_curve
+from minicl.pretrained import RECIPES
+from minicl.reproduce import evaluated, training_curve
 from minicl.rundir import (
     SHIPPED,
     git_commit,
@@ -23,23 +24,7 @@ from minicl.rundir import (
 )
 from minicl.train import queries_errors
 
-SOURCES = {  # name: (the run directory it ships, the command that trains it there)
-    **{claim: (f"runs/claims/cpu/{claim}/seed0", f"python -m minicl.reproduce 'claims=[{claim}]'") for claim in CLAIMS},
-    **{
-        name: (
-            f"runs/ship/{name}",
-            f"python -m minicl.train task={task} experiment={name} hydra.run.dir=runs/ship/{name}",
-        )
-        for name, task in (
-            ("quick", "linear"),
-            ("linear_d20", "linear"),
-            ("linear_deep", "linear"),
-            ("noise_mixture", "mixture"),
-            ("tables_base", "tables"),
-            ("tables", "tables"),  # starts from pretrained:tables_base
-        )
-    },
-}
+SOURCES = RECIPES  # name: (the run directory it ships, the commands that train it there from nothing)
 
 
 def ship(
@@ -64,7 +49,8 @@ def ship(
         "n_points": state["config"]["task"]["curriculum"]["points"]["end"],
         "steps": state["step"],
         "config": state["config"],
-        "command": provenance.command if provenance else SOURCES.get(name, (None, None))[1],
+        "command": SOURCES[name][1] if name in SOURCES else provenance and provenance.command,
+        "trained_as": provenance.command if provenance else None,
         "commit": provenance.commit if provenance else f"{git_commit()} (when shipped: the run recorded none)",
         "machine": provenance.machine if provenance else machine(),
         "train_seconds": training_seconds(run_dir),

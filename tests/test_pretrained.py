@@ -8,6 +8,7 @@ import sys
 import zipfile
 
 import pytest
+from omegaconf import OmegaConf
 
 import minicl
 from minicl import pretrained, ship
@@ -176,3 +177,52 @@ def test_the_wheel_carries_configs_and_models_and_runs_from_an_empty_directory(t
         list(empty.glob("runs/linear/*/state.pt"))
         and (empty / "runs" / "pretrained" / "linear" / "metrics.json").exists()
     )
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        out |= flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value}
+    return out
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_recipe_composes_to_the_config_its_model_was_trained_with(compose_cfg, name):
+    """info(name)["command"] trains what was shipped: its last command composes to the record's config
+    (but for keys the record's older schema had and today's has not, and how the run was shown or
+    compiled), and a trainer.init names the run directory an earlier command of the recipe trains."""
+    commands = pretrained.info(name)["command"].split(" && ")
+    config = pretrained.info(name)["config"]
+    dirs = [c.split("hydra.run.dir=")[1] for c in commands]
+    words = commands[-1].split()[3:]
+    assert words[-1] == f"hydra.run.dir={pretrained.RECIPES[name][0]}" == f"hydra.run.dir={dirs[-1]}"
+    composed = flat(OmegaConf.to_container(compose_cfg(*words[:-1]), resolve=True))
+    ignored = {"trainer.compile", "trainer.progress", "trainer.init"}
+    differ = {
+        k: (v, composed[k]) for k, v in flat(config).items() if k in composed and k not in ignored and composed[k] != v
+    }
+    assert not differ, differ
+    init = composed["trainer.init"]
+    assert init is None or init in dirs[:-1], init  # from an earlier step of the recipe, not a shipped file
+    if init is not None:
+        assert config["trainer"]["init"] is not None
+
+
+def test_a_recipe_retrains_its_model_from_an_empty_directory(tmp_path):
+    """The tables recipe (tables_base, then tables from its run), at 2 steps a command."""
+    short = "trainer.steps=2 trainer.eval_prompts=8 trainer.queries=4 trainer.progress=false"
+    command = " && ".join(f"{c} {short}" for c in pretrained.info("tables")["command"].split(" && "))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        command.replace("python ", f"{sys.executable} ", 2),
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    state = minicl.rundir.read_run(tmp_path / "runs/ship/tables")
+    assert state["config"]["trainer"]["init"] == "runs/ship/tables_base" and state["step"] == 2
+    assert state["config"]["task"]["linear"] == 3 and (tmp_path / "runs/ship/tables_base/state.pt").exists()
