@@ -9,7 +9,9 @@ A block in a markdown file is
     (the rendered table: never edit it by hand)
     <!-- end table -->
 
-with the path relative to docs/. A claims.json of `python -m minicl.reproduce` renders as the
+with the path relative to docs/ (a glob renders several JSONs of one kind side by side). Each
+JSON declares what it is in its `kind`, written by the command that wrote it, and renders by it
+(RENDERERS); one without a `kind` is refused. A claims.json of `python -m minicl.reproduce` renders as the
 claims table (VIEW `summary`: a row per claim; `seeds`: a row per claim and seed; a glob of them
 with VIEW `status`: each claim's size beside the paper's, verdict and margins), an explore
 sweep's JSON as its errors at every swept value, sweep=algorithms' JSON as each layer's verdict
@@ -21,7 +23,7 @@ as R² per table (VIEW `contexts`: per context length; `verdicts`: the criterion
 glob of them with VIEW `verdicts`: the criterion per trained model), a shipped model's record as
 its errors at k = d/2, d, 2d, a benchmark run's JSON as its ratios, and `../conf/experiment
 schedules` as the experiment configs' schedules. Each table names the command and commit that
-wrote its JSON; a JSON that no command wrote is refused: results are never written by hand.
+wrote its JSON: results are never written by hand.
 """
 
 import json
@@ -587,40 +589,67 @@ def real_tables_table(report: dict, view: str | None) -> str:
     )
 
 
+def claims_view(named: dict[str, dict], view: str | None) -> str:
+    """reproduce's claims.json (VIEW summary or seeds), or a glob of them (VIEW status)."""
+    if view == "status":
+        return status_table(list(named.values()))
+    [data] = named.values()
+    note = f" The JSON was {data['note']}." if "note" in data else ""
+    return claims_table(data["claims"], view or "summary") + f"\nWritten by {made_by(data)}.{note}\n"
+
+
+def real_tables_view(named: dict[str, dict], view: str | None) -> str:
+    """examples/real_data.py's JSON, or a glob of them (VIEW verdicts: one row per trained model)."""
+    if len(named) > 1:
+        return seeds_verdicts_table(list(named.values()))
+    return real_tables_table(next(iter(named.values())), view)
+
+
+def metrics_view(named: dict[str, dict], view: str | None) -> str:
+    """evaluate's metrics.json of mixture runs (one or a glob): VIEW components or selection."""
+    if view not in ("components", "selection"):
+        raise ValueError(f"a mixture's metrics.json renders with VIEW components or selection, not {view!r}")
+    return (components_table if view == "components" else selection_table)(named)
+
+
+def one(table):
+    """A renderer of one JSON that takes no VIEW, for the table of renderers."""
+
+    def render_one(named: dict[str, dict], view: str | None) -> str:
+        if len(named) != 1:
+            raise ValueError(f"{table.__name__} renders one JSON, not a glob of {len(named)}")
+        return table(next(iter(named.values())))
+
+    return render_one
+
+
+RENDERERS = {  # a results JSON's `kind` (the commands write it): how it renders
+    "claims": claims_view,
+    "algorithms": lambda named, view: (path_table if view == "path" else algorithms_table)(*named.values()),
+    "sweep": one(sweep_table),
+    "real_tables": real_tables_view,
+    "benchmark": one(benchmark_table),
+    "metrics": metrics_view,
+    "shipped": one(shipped_table),
+    **{kind: one(table) for kind, table in KINDS.items()},
+}
+
+
 def render(path: str, view: str | None) -> str:
-    if "*" in path:  # several explore sweep=algorithms JSONs, side by side
-        found = sorted(DOCS.glob(path))
-        if not found:
-            raise FileNotFoundError(f"no file matches docs/{path}")
-        named = {p.stem: json.loads(p.read_text()) for p in found}
-        if view == "status":
-            return status_table(list(named.values()))
-        if view == "verdicts":
-            return seeds_verdicts_table(list(named.values()))
-        if view in ("selection", "components"):
-            return (selection_table if view == "selection" else components_table)(named)
-        raise ValueError(f"a glob renders with VIEW status, verdicts, selection or components, not {view!r}")
+    """The table of docs/PATH (a JSON, or a glob of JSONs of one kind) in VIEW, by the `kind` the
+    command that wrote it declared; a JSON without one is refused (results are never written by hand)."""
     if view == "schedules":
         return schedules_table(DOCS / path)
-    data = json.loads((DOCS / path).read_text())
-    if data.get("kind") in KINDS:  # a JSON that declares what it is
-        return KINDS[data["kind"]](data)
-    if "claims" in data:  # reproduce's claims.json
-        note = f" The JSON was {data['note']}." if "note" in data else ""
-        return claims_table(data["claims"], view or "summary") + f"\nWritten by {made_by(data)}.{note}\n"
-    if data.get("sweep") == "algorithms":  # explore's algorithms.json
-        return path_table(data) if view == "path" else algorithms_table(data)
-    if "sweep" in data:  # explore's <sweep>.json
-        return sweep_table(data)
-    if "verdicts" in data:  # examples/real_data.py's JSON
-        return real_tables_table(data, view)
-    if "benchmarks" in data:  # pytest-benchmark's JSON
-        return benchmark_table(data)
-    if view in ("components", "selection"):  # a mixture's metrics.json
-        return (components_table if view == "components" else selection_table)({Path(path).stem: data})
-    if "evaluation" in data:  # a shipped model's record
-        return shipped_table(data)
-    raise ValueError(f"docs/{path}: not a JSON that a minicl command writes; results are never written by hand")
+    found = sorted(DOCS.glob(path)) if "*" in path else [DOCS / path]
+    if not found:
+        raise FileNotFoundError(f"no file matches docs/{path}")
+    named = {p.stem: json.loads(p.read_text()) for p in found}
+    kinds = {data.get("kind") for data in named.values()}
+    if None in kinds:
+        raise ValueError(f"docs/{path}: a JSON without a `kind`; the commands write what each results JSON is")
+    if len(kinds) > 1 or not kinds <= set(RENDERERS):
+        raise ValueError(f"docs/{path}: kinds {sorted(kinds)}; one of {sorted(RENDERERS)} renders")
+    return RENDERERS[kinds.pop()](named, view)
 
 
 def pages() -> list[Path]:

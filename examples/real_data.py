@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
                 flush=True,
             )
     report = {
+        "kind": "real_tables",
         "command": "python examples/real_data.py"
         + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
         "commit": git_commit(),

@@ -320,7 +320,7 @@ def probe_algorithms(
     path = Path(run)
     report = {
         "sweep": "algorithms",
-        **stamp(command(run, k, n_prompts, seed, settings)),
+        **stamp(command(run, k, n_prompts, seed, settings), "algorithms"),
         "run": str(run),
         "task": task.name,
         "n_dims": task.n_dims,

@@ -106,9 +106,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    provenance = stamp("python -m minicl.diversity " + " ".join(sys.argv[1:] if argv is None else argv))
+    provenance = stamp("python -m minicl.diversity " + " ".join(sys.argv[1:] if argv is None else argv), "diversity")
     runs = [measure(run, args.n_prompts, seed=0) for run in runs_in(args.runs)]
-    report = {"kind": "diversity", "n_prompts": args.n_prompts, "runs": runs} | judge(runs) | provenance
+    report = {"n_prompts": args.n_prompts, "runs": runs} | judge(runs) | provenance
     write_json(Path(args.out), report)
     for s, t in report["per_seed"].items():
         print(f"seed {s}: {t['order']} -> threshold {t['threshold']}")

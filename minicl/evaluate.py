@@ -145,7 +145,7 @@ def evaluate(
         parse(setting)  # every name checked before any work
     (Path(out_dir) / "plots").mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {"task": task.name, "n_dims": task.n_dims, "n_points": n_points}
-    metrics |= {"n_prompts": n_prompts, "seed": seed} | stamp(command) | {"settings": {}}
+    metrics |= {"n_prompts": n_prompts, "seed": seed} | stamp(command, "metrics") | {"settings": {}}
     gen = torch.Generator().manual_seed(seed)
     bar = tqdm(total=len(settings) * len(predictors), disable=not progress, desc="evaluate")
     pool_seed = seed if pool_seed is None else pool_seed

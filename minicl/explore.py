@@ -136,7 +136,7 @@ def run_sweep(
     pos_emb = model.config.pos_emb if model.positions else None
     out = {"sweep": sweep, "run": str(run_dir), "k": k, "task": task.name, "n_points": n_points}
     out |= {"train_points": train_points, "arch": model.config.arch, "pos_emb": pos_emb, "n_prompts": n_prompts}
-    out |= stamp(command) | {"results": results}
+    out |= stamp(command, "sweep") | {"results": results}
     out_dir = Path(out_dir or output_dir(run_dir) / "explore")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / f"{sweep}.json", out)

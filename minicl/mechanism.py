@@ -66,7 +66,6 @@ def constructions(n_dims: int = 10, k: int = 10, n_prompts: int = 1280, seed: in
         math.log(last[-1]["to_fixed_point"] / last[0]["to_fixed_point"]) / (last[-1]["layers"] - last[0]["layers"])
     )
     return {
-        "kind": "constructions",
         "n_dims": n_dims,
         "k": k,
         "n_prompts": n_prompts,
@@ -170,7 +169,7 @@ def masks(runs: list[str], k: int | None = None, n_prompts: int = 1280, seed: in
             {"arch": arch, "n_layer": layers, "seed": s, "prefix_minus_causal": diff.mean().item()}
             | {"band": band(counts @ diff / n_prompts)}
         )
-    return {"kind": "masks", "n_prompts": n_prompts, "seed": seed, "runs": rows, "pairs": compared} | {
+    return {"n_prompts": n_prompts, "seed": seed, "runs": rows, "pairs": compared} | {
         "verdicts": mask_verdicts(rows, compared)
     }
 
@@ -256,7 +255,7 @@ def depth(reports: dict[str, dict], ill_conditioned: str = "kappa_10") -> dict:
                     "holds": gd_rises > len(pairs) / 2 and newton_holds > len(pairs) / 2,
                 }
             )
-    return {"kind": "depth", "verdicts": out}
+    return {"verdicts": out}
 
 
 def depth_verdict(path: str, report: dict, setting: str) -> dict:
@@ -291,7 +290,7 @@ def dynamics(runs: list[str], k: int | None = None, n_prompts: int = 640, seed: 
         points = run_dynamics(run, k, n_prompts, seed)
         out.append({"run": run} | order(points) | {"points": points})
     holds = sum(bool(r["gd_before_least_squares"]) for r in out)
-    return {"kind": "dynamics", "n_prompts": n_prompts, "seed": seed, "runs": out, "holds_on": [holds, len(out)]}
+    return {"n_prompts": n_prompts, "seed": seed, "runs": out, "holds_on": [holds, len(out)]}
 
 
 def order(points: list[dict]) -> dict:
@@ -367,7 +366,9 @@ def runs_in(paths: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parser().parse_args(argv)
-    provenance = stamp("python -m minicl.mechanism " + " ".join(sys.argv[1:] if argv is None else argv))  # as it starts
+    provenance = stamp(
+        "python -m minicl.mechanism " + " ".join(sys.argv[1:] if argv is None else argv), args.experiment
+    )
     if args.experiment == "constructions":
         report = constructions()
     elif args.experiment == "masks":

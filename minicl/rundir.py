@@ -433,9 +433,10 @@ class Provenance:
         return f"{m['cuda'] or m['cpu']}, {m['kernels']} kernels{bf16}, torch {m['torch']}"
 
 
-def stamp(command: str | None) -> dict:
-    """Where a results JSON came from: the command that wrote it, minicl's commit, the machine."""
-    return {"command": command, "commit": git_commit(), "machine": machine()}
+def stamp(command: str | None, kind: str) -> dict:
+    """What a results JSON is (`kind`, which docs/render.py reads it by) and where it came from: the
+    command that wrote it, minicl's commit, the machine."""
+    return {"kind": kind, "command": command, "commit": git_commit(), "machine": machine()}
 
 
 def command_line(module: str) -> str:

@@ -43,6 +43,7 @@ def ship(
     save_atomic({key: state[key] for key in ("model", "model_config", "config", "step")}, Path(to) / f"{name}.pt")
     provenance = read_provenance(run_dir)
     record = {
+        "kind": "shipped",
         "name": name,
         "task": state["config"]["task"]["name"],
         "n_dims": state["config"]["task"]["n_dims"],

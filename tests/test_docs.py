@@ -63,11 +63,23 @@ def test_every_results_json_names_the_command_and_the_commit_that_wrote_it(path)
     assert re.fullmatch(r"[0-9a-f]{40}", str(data.get("commit"))), f"{path}: commit {data.get('commit')!r}"
 
 
-def test_a_json_written_by_hand_is_refused(tmp_path):
+@pytest.mark.parametrize("path", results_jsons(), ids=lambda p: str(p.relative_to(ROOT / "docs" / "results")))
+def test_every_results_json_declares_its_kind(path):
+    assert json.loads(path.read_text()).get("kind") in load_render().RENDERERS, path
+
+
+def test_a_json_without_a_kind_is_refused_whatever_its_keys(tmp_path):
     shutil.copytree(ROOT / "docs", tmp_path / "docs")
-    (tmp_path / "docs" / "results" / "by_hand.json").write_text(json.dumps({"columns": ["a"], "rows": [[1]]}))
-    with pytest.raises(ValueError, match="never written by hand"):
-        load_render(tmp_path).render("results/by_hand.json", None)
+    results = tmp_path / "docs" / "results"
+    (results / "by_hand.json").write_text(json.dumps({"columns": ["a"], "rows": [[1]]}))
+    claims = json.loads((results / "claims-cpu.json").read_text())
+    (results / "no_kind.json").write_text(json.dumps({k: v for k, v in claims.items() if k != "kind"}))
+    (results / "other_kind.json").write_text(json.dumps(claims | {"kind": "unknown"}))
+    render = load_render(tmp_path)
+    for name, match in (("by_hand", "without a `kind`"), ("no_kind", "without a `kind`"), ("other_kind", "kinds")):
+        with pytest.raises(ValueError, match=match):
+            render.render(f"results/{name}.json", None)
+    assert render.render("results/claims-cpu.json", "seeds").startswith("| claim |")
 
 
 MUTATIONS = {  # a number each table reads, in a committed JSON: changing it must make a page stale
