@@ -570,32 +570,26 @@ class Tables(Task):
         return 1.0  # labels are standardised on the context
 
 
-NEAR_CONSTANT = 1e-6  # a feature whose context spread is below this share of its largest |value| is dropped
-
-
-def varies(values: torch.Tensor, n_context: int) -> torch.Tensor:
-    """(B, 1, ...) whether each column's spread over the first n_context rows is above NEAR_CONSTANT of
-    its largest |value| there (not a constant or zero-padded column, nor one constant up to rounding)."""
-    context = values[:, :n_context]
-    return context.std(1, correction=0, keepdim=True) > NEAR_CONSTANT * context.abs().amax(1, keepdim=True)
+NEAR_CONSTANT = 1e-6  # a column whose context spread is at most this share of its largest |value| is not scaled
 
 
 def context_stats(values: torch.Tensor, n_context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and scale over the first n_context rows (dim 1) of each prompt: the spread, or 1 where the
-    column does not vary (see `varies`)."""
+    """Mean and scale over the first n_context rows (dim 1) of each prompt: the spread, or 1 where it
+    is at most NEAR_CONSTANT of the column's largest |value| there: a constant or zero-padded column,
+    or one constant up to rounding, which is then only centred (scaled by its spread, a 1e-10 jitter
+    would turn the queries' deviations into values of 1e9)."""
     context = values[:, :n_context]
-    scale = torch.where(varies(values, n_context), context.std(1, correction=0, keepdim=True), 1.0)
+    std = context.std(1, correction=0, keepdim=True)
+    scale = torch.where(std > NEAR_CONSTANT * context.abs().amax(1, keepdim=True), std, 1.0)
     return context.mean(1, keepdim=True), scale
 
 
 def standardize(xs: torch.Tensor, ys: torch.Tensor, n_context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts (B, N, D), (B, N) standardised on their first n_context rows, as ICLRegressor reads a
     table: each feature and the label to mean 0 and spread 1 over the context; the rows after the
-    context with the same shift and scale. A feature that does not vary in the context carries nothing
-    a learner fitted on it could use, and scaling it up would blow up the queries' deviations: it is
-    dropped (0 in every row). A constant label is only centred."""
+    context with the same shift and scale (a column that does not vary in the context only centred)."""
     (x_mean, x_scale), (y_mean, y_scale) = context_stats(xs, n_context), context_stats(ys, n_context)
-    return (xs - x_mean) / x_scale * varies(xs, n_context), (ys - y_mean) / y_scale
+    return (xs - x_mean) / x_scale, (ys - y_mean) / y_scale
 
 
 def build_task(name: str, **params) -> Task:

@@ -233,10 +233,10 @@ def test_the_correlated_features_diagnostic_whitens_the_context(tmp_path, monkey
     assert diagnostic.smallest_singular(np.column_stack([X[:, 0], 2 * X[:, 0]])) < 1e-6
 
 
-def test_a_column_constant_up_to_rounding_in_the_context_is_dropped():
+def test_a_column_constant_up_to_rounding_in_the_context_is_only_centred():
     """Spread 1e-10 in the context, 0.1 in the queries: scaled by its context spread it would reach
-    1e9 and saturate the model; dropped, the shipped regressor's predictions stay within the range
-    of RidgeCV's and are those it makes without the column."""
+    1e9 and saturate the model; only centred, as a constant column is, the shipped regressor's
+    predictions stay within the range of RidgeCV's, near those it makes without the column."""
     from sklearn.linear_model import RidgeCV
 
     rng = np.random.default_rng(0)
@@ -247,8 +247,9 @@ def test_a_column_constant_up_to_rounding_in_the_context_is_dropped():
     with_col = reg.fit(np.hstack((X, col)), y).predict(np.hstack((Xq, colq)))
     without = reg.fit(np.hstack((X, np.zeros((30, 1)))), y).predict(np.hstack((Xq, np.zeros((20, 1)))))
     ridge = RidgeCV().fit(X, y).predict(Xq)
-    margin = y.std()
-    assert ridge.min() - margin <= with_col.min() and with_col.max() <= ridge.max() + margin
-    np.testing.assert_allclose(with_col, without, atol=1e-5)
+    assert ridge.min() - y.std() <= with_col.min() and with_col.max() <= ridge.max() + y.std()
+    assert np.abs(with_col - without).max() < 0.2 * y.std()
     xs = torch.tensor(np.vstack((np.hstack((X, col)), np.hstack((Xq, colq)))))[None]
-    assert (standardize(xs, torch.zeros(1, 50, dtype=torch.float64), 30)[0][0, :, 3] == 0).all()
+    torch.testing.assert_close(
+        standardize(xs, torch.zeros(1, 50, dtype=torch.float64), 30)[0][0, :, 3], xs[0, :, 3] - 5
+    )
