@@ -556,7 +556,7 @@ class GaussianElimination(Baseline):
         preds, rows = [], torch.arange(B, device=xs.device)
         contradicted = torch.zeros(B, dtype=torch.bool, device=xs.device)
         for i in range(N):
-            q = gf2_reduce(basis, torch.cat((bit(queries[:, i]), bit(torch.ones_like(ys[:, i : i + 1]))), 1))
+            q = gf2_reduce(basis, torch.cat((bit(queries[:, i]), basis.new_zeros(B, 1)), 1))  # label bit unknown
             determined = (q[:, :D].sum(1) == 0) & ~contradicted  # the query's bits are a sum of earlier x's
             preds.append(torch.where(determined, 1.0 - 2.0 * q[:, D], 0.0))  # ... and its label their labels'
             v = gf2_reduce(basis, torch.cat((bit(xs[:, i]), bit(ys[:, i : i + 1])), 1))

@@ -400,9 +400,8 @@ def reproduce(
             per_seed.append({"seed": seed, **result, "total_seconds": time.perf_counter() - started})
             panels[name].append(metrics["settings"]["standard"])
         results.append(claim_result(name, per_seed))
-        write_json(
-            out / "claims.json", stamp(command, "claims") | {"claims": results}
-        )  # after each claim: nothing lost
+        # after each claim: nothing lost
+        write_json(out / "claims.json", stamp(command, "claims") | {"claims": results})
     claims_figures(panels, results, out)
     training_figure(results, out)
     print(format_verdicts(results))
