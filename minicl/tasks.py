@@ -7,6 +7,7 @@ moving the others.
 
 import math
 from dataclasses import dataclass, fields
+from statistics import NormalDist
 from typing import Any, ClassVar, Literal, get_args
 
 import numpy as np
@@ -346,7 +347,7 @@ class SparseParity(Task):
         return {"support": mask}
 
     def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
-        threshold = math.sqrt(2) * torch.erfinv(torch.tensor(1 - 2 * self.bias)).item()  # P(z > t) = bias
+        threshold = NormalDist().inv_cdf(1 - self.bias)  # P(z > t) = bias
         return torch.where(xs > threshold, 1.0, -1.0).to(xs) * (xs != 0)
 
     def apply(self, params: Params, xs: torch.Tensor, noise_gen: torch.Generator | None = None) -> torch.Tensor:
@@ -378,8 +379,7 @@ class Retrieval(Task):
         return {"table": table, "values": _randn(gen, batch, self.keys)}
 
     def inputs(self, params: Params, xs: torch.Tensor) -> torch.Tensor:
-        uniform = 0.5 * (1 + torch.erf(xs[..., 0].double() / math.sqrt(2)))
-        index = (uniform * self.keys).long().clamp(max=self.keys - 1)  # (B, N)
+        index = (torch.special.ndtr(xs[..., 0].double()) * self.keys).long().clamp(max=self.keys - 1)  # (B, N)
         table = params["table"].to(xs)
         return table.gather(1, index.unsqueeze(-1).expand(-1, -1, table.shape[-1]))
 
